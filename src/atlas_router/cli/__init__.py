@@ -1,0 +1,52 @@
+"""The ``atlas`` command line. Each command group lives in its own module and registers itself here.
+
+Errors the user can fix (AtlasError) print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from atlas_router.errors import AtlasError
+
+app = typer.Typer(
+    name="atlas",
+    help="Route each query to the best (model, tool) pair.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Modules that define ``register(app)``; order is the order of ``atlas --help``.
+COMMAND_MODULES = [
+    "atlas_router.cli.ask",
+    "atlas_router.cli.pool",
+    "atlas_router.cli.tool",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    """Entry point of the console script: one-line errors for user mistakes."""
+    try:
+        app(standalone_mode=False)
+    except AtlasError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as ex:
+        sys.exit(ex.exit_code)
+    except Exception as err:  # click usage errors and the like
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

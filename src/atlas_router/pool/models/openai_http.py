@@ -1,0 +1,129 @@
+"""OpenAI-compatible chat completions over HTTP: vLLM, SGLang, Ollama, llama.cpp server, OpenAI, ...
+
+Each call has a timeout; 429, 5xx, timeouts, dropped connections and malformed bodies are retried a
+bounded number of times with exponential backoff (honouring Retry-After); a semaphore bounds the calls
+in flight per model. Token usage comes from the response, or is counted with a tokenizer when absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+import httpx
+
+from atlas_router.config import ModelSpec
+from atlas_router.errors import BackendError
+from atlas_router.pool.models.base import ChatModel, Completion, Message, SamplingParams
+from atlas_router.pool.models.cache import ResponseCache
+from atlas_router.pool.models.tokens import count_message_tokens, count_tokens
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+BACKOFF_BASE_S = 0.25
+BACKOFF_MAX_S = 8.0
+
+
+class _Retryable(Exception):
+    """A failure worth another try; its message is the cause recorded if all tries fail."""
+
+
+class OpenAIChatModel(ChatModel):
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    def __init__(self, spec: ModelSpec, cache: ResponseCache | None = None) -> None:
+        super().__init__(spec, cache)
+        assert spec.endpoint is not None
+        self.base_url = spec.endpoint.rstrip("/")
+        self._sem = asyncio.Semaphore(spec.max_concurrency)
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"content-type": "application/json"}
+            key = self.spec.api_key()
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+            limits = httpx.Limits(max_connections=self.spec.max_concurrency * 2)
+            self._client = httpx.AsyncClient(headers=headers, timeout=self.spec.timeout_s, limits=limits)
+        return self._client
+
+    def _payload(self, messages: list[Message], params: SamplingParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.spec.served_id,
+            "messages": messages,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        return body
+
+    async def _chat(self, messages: list[Message], params: SamplingParams) -> Completion:
+        url = f"{self.base_url}/chat/completions"
+        body = self._payload(messages, params)
+        last = "no attempt made"
+        for attempt in range(self.spec.max_retries + 1):
+            delay = 0.0
+            try:
+                async with self._sem:
+                    response = await self._http().post(url, json=body)
+                return self._parse(response, messages)
+            except _Retryable as err:
+                last = str(err)
+                delay = getattr(err, "retry_after", 0.0)
+            except httpx.TimeoutException:
+                last = f"timeout after {self.spec.timeout_s:g}s"
+            except httpx.TransportError as err:
+                last = f"connection failed: {type(err).__name__}: {err}".rstrip(": ")
+            if attempt < self.spec.max_retries:
+                backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * (0.5 + random.random())
+                await asyncio.sleep(max(delay, backoff))
+        tries = self.spec.max_retries + 1
+        raise BackendError(f"model '{self.name}' at {self.base_url}: {last} ({tries} tries)")
+
+    def _parse(self, response: httpx.Response, messages: list[Message]) -> Completion:
+        if response.status_code in RETRY_STATUS:
+            err = _Retryable(f"HTTP {response.status_code}: {response.text[:200]!r}")
+            retry_after = response.headers.get("retry-after")
+            err.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else 0.0  # type: ignore[attr-defined]
+            raise err
+        if response.status_code >= 400:
+            raise BackendError(f"model '{self.name}': HTTP {response.status_code}: {response.text[:300]}")
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+            if not isinstance(text, str):
+                raise TypeError("message.content is not a string")
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
+            raise _Retryable(f"malformed response body ({type(err).__name__}): {response.text[:200]!r}") from None
+        usage = data.get("usage") or {}
+        input_tokens = usage.get("prompt_tokens")
+        output_tokens = usage.get("completion_tokens")
+        if not isinstance(input_tokens, int):
+            input_tokens = count_message_tokens(messages)
+        if not isinstance(output_tokens, int):
+            output_tokens = count_tokens(text)
+        return Completion(text, input_tokens, output_tokens, choice.get("finish_reason"))
+
+    async def ping(self) -> str:
+        """List the endpoint's models, then make one tiny call."""
+        try:
+            r = await self._http().get(f"{self.base_url}/models", timeout=min(10.0, self.spec.timeout_s))
+            served = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            served = []
+        status = await super().ping()
+        if served and self.spec.served_id not in served:
+            status += f"; note: endpoint lists {served[:5]}, not '{self.spec.served_id}'"
+        return status
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
