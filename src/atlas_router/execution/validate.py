@@ -21,3 +21,16 @@ def validate_question(text: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
     if len(stripped) > max_chars:
         raise AtlasError(f"question is {len(stripped):,} characters; the limit is {max_chars:,}")
     return stripped
+
+
+def read_question(arg: str) -> str:
+    """The question from a CLI argument; ``-`` reads standard input (long questions exceed argv limits)."""
+    if arg != "-":
+        return arg
+    import sys
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise AtlasError(f"question is not valid UTF-8 text (byte {err.start})") from None

@@ -33,7 +33,9 @@ def llama_cpp_available() -> bool:
 def load_transformers(weights: str) -> tuple[Any, Any]:
     """(tokenizer, causal LM) from a GGUF, a local directory or a hub id, converted once and cached."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     if weights.startswith("package:") or weights.endswith(".gguf") or Path(weights).expanduser().exists():
         path = resolve_weights(weights)
     else:  # a hub id: real users have internet

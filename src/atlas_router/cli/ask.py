@@ -1,0 +1,44 @@
+"""``atlas ask``: run one question on one (model, tool) pair and print the answer or the record."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from atlas_router.cli.common import load_pool, print_json, run_async
+from atlas_router.execution.runner import run_pair
+from atlas_router.execution.validate import read_question, validate_question
+
+
+def ask(
+    question: str = typer.Argument(..., help="The question, or - to read it from standard input."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool model name (default: the first)."),
+    tool: str = typer.Option("none", "--tool", "-t", help="Pool tool name."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole record as JSON."),
+) -> None:
+    """Run QUESTION on one (model, tool) pair."""
+    question = validate_question(read_question(question))
+    the_pool = load_pool(pool)
+    model_name = model or the_pool.config.models[0].name
+    the_pool.config.model(model_name)  # unknown names fail before any work
+    the_pool.config.tool(tool)
+
+    async def go():
+        try:
+            return await run_pair(the_pool, model_name, tool, question)
+        finally:
+            await the_pool.aclose()
+
+    record = run_async(go())
+    if as_json:
+        print_json(record.to_dict())
+    else:
+        typer.echo(record.answer if not record.error else f"error: {record.error}")
+    if record.error:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ask")(ask)

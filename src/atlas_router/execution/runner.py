@@ -1,0 +1,127 @@
+"""Pair execution: drive one model with one tool on one question, and run many such jobs at once.
+
+The tool's ``mode`` decides the shape of the run: ``direct`` is a single call, ``loop`` lets the model
+call the tool up to ``max_tool_calls`` times (each result fed back as a user turn), ``best_of_n`` lets
+the tool sample the model several times and choose. Whatever fails, a PairRecord comes back with the
+cause in ``error``: no record is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from atlas_router.execution.answers import extract_answer
+from atlas_router.execution.prompts import observation_message, system_prompt
+from atlas_router.execution.record import PairRecord
+from atlas_router.pool.models.base import ChatModel, Completion, SamplingParams
+from atlas_router.pool.pool import Pool
+from atlas_router.tools.base import Tool, ToolContext
+
+MAX_TOOL_CALLS = 3
+
+
+@dataclass(frozen=True)
+class PairJob:
+    """One unit of work: a question for a pair. ``key`` is carried through to the callback."""
+
+    model: str
+    tool: str
+    question: str
+    key: Any = None
+
+
+class _Usage:
+    """Tokens and calls summed over every model call of a run."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.calls = 0
+
+    def add(self, c: Completion) -> None:
+        self.input_tokens += c.input_tokens
+        self.output_tokens += c.output_tokens
+        self.calls += 1
+
+    def fill(self, record: PairRecord) -> None:
+        record.input_tokens, record.output_tokens, record.calls = self.input_tokens, self.output_tokens, self.calls
+        record.cost = self.model.cost(self.input_tokens, self.output_tokens)
+
+
+async def _run_loop(model: ChatModel, tool: Tool, messages: list[dict[str, Any]], record: PairRecord,
+                    usage: _Usage, params: SamplingParams | None, max_tool_calls: int) -> str:
+    context = ToolContext(question=record.question, model=model, messages=messages)
+    for step in range(max_tool_calls + 1):
+        completion = await model.chat(messages, params)
+        usage.add(completion)
+        messages.append({"role": "assistant", "content": completion.text})
+        call = tool.extract_call(completion.text) if tool.mode == "loop" and step < max_tool_calls else None
+        if call is None:
+            return completion.text
+        result = await tool.run(call, context)
+        record.tool_calls.append({"tool": tool.name, "input": call, **result.to_dict()})
+        messages.append({"role": "user", "content": observation_message(tool, tool.format_observation(result))})
+    return messages[-1]["content"]
+
+
+async def _run_best_of_n(model: ChatModel, tool: Any, messages: list[dict[str, Any]], record: PairRecord,
+                         usage: _Usage) -> str:
+    context = ToolContext(question=record.question, model=model, messages=messages)
+    best = await tool.best_of_n(messages, context)
+    for c in best.candidates:
+        usage.add(c)
+    record.tool_calls.append({
+        "tool": tool.name, "input": record.question, "ok": True, "method": best.method,
+        "scores": list(best.scores), "chosen": best.chosen_index,
+        "candidates": [c.text for c in best.candidates],
+    })
+    chosen = best.candidates[best.chosen_index].text
+    messages.append({"role": "assistant", "content": chosen})
+    return chosen
+
+
+async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
+                   params: SamplingParams | None = None, max_tool_calls: int = MAX_TOOL_CALLS) -> PairRecord:
+    """Run ``question`` on (model, tool). Unknown names raise; every run-time failure is recorded."""
+    chat_model, the_tool = pool.model(model), pool.tool(tool)
+    record = PairRecord(model=model, tool=tool, question=question)
+    usage = _Usage(chat_model)
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system_prompt(the_tool)},
+        {"role": "user", "content": question},
+    ]
+    start = time.perf_counter()
+    try:
+        if the_tool.mode == "best_of_n":
+            final = await _run_best_of_n(chat_model, the_tool, messages, record, usage)
+        else:
+            final = await _run_loop(chat_model, the_tool, messages, record, usage, params, max_tool_calls)
+        record.response = final
+        record.answer = extract_answer(final)
+    except Exception as err:  # the run boundary: a failure becomes the record's error, never a lost record
+        record.error = f"{type(err).__name__}: {err}"
+    record.latency_s = time.perf_counter() - start
+    record.transcript = messages
+    usage.fill(record)
+    return record
+
+
+async def run_pairs(pool: Pool, jobs: Iterable[PairJob], *, concurrency: int = 8,
+                    on_done: Callable[[PairJob, PairRecord], None] | None = None) -> list[PairRecord]:
+    """Run many jobs with at most ``concurrency`` in flight; results come back in job order."""
+    sem = asyncio.Semaphore(concurrency)
+    job_list = list(jobs)
+
+    async def one(job: PairJob) -> PairRecord:
+        async with sem:
+            record = await run_pair(pool, job.model, job.tool, job.question)
+        if on_done is not None:
+            on_done(job, record)
+        return record
+
+    return list(await asyncio.gather(*(one(j) for j in job_list)))

@@ -1,0 +1,112 @@
+"""The OpenAI-compatible backend against real loopback servers: the local model served over HTTP, and an
+upstream that fails, stalls and returns malformed bodies on purpose. No record is lost; every failure is
+recorded with its cause."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from atlas_router.config import parse_pool_config
+from atlas_router.execution.runner import PairJob, run_pair, run_pairs
+from atlas_router.pool.pool import Pool
+from atlas_router.serve.model_server import create_model_app
+from support.faulty_upstream import create_faulty_app
+from support.servers import running_server
+
+
+def http_pool(url: str, names: list[str], timeout_s: float = 2.0, retries: int = 2, tools=None) -> Pool:
+    cfg = parse_pool_config({
+        "models": [
+            {"name": n, "backend": "openai", "endpoint": f"{url}/v1", "price": {"input": 1.0, "output": 2.0},
+             "timeout_s": timeout_s, "max_retries": retries, "sampling": {"max_tokens": 48}}
+            for n in names
+        ],
+        "tools": tools or [{"name": "none", "kind": "none"}],
+        "cache": {"enabled": False},
+    })
+    return Pool(cfg)
+
+
+@pytest.fixture(scope="module")
+def faulty_url():
+    with running_server(create_faulty_app()) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def local_model_url(local_pool):
+    with running_server(create_model_app(local_pool)) as url:
+        yield url
+
+
+def test_local_model_served_over_real_http(local_model_url):
+    pool = http_pool(local_model_url, ["smollm2-135m"], timeout_s=120)
+    record = asyncio.run(run_pair(pool, "smollm2-135m", "none", "What is the capital of France?"))
+    assert record.error is None, record.error
+    assert "paris" in record.response.lower()
+    assert record.input_tokens > 10 and record.output_tokens > 0
+    assert record.cost == pytest.approx((record.input_tokens * 1.0 + record.output_tokens * 2.0) / 1e6)
+    assert record.calls == 1 and record.latency_s > 0
+
+
+def test_usage_counted_with_tokenizer_when_missing(faulty_url):
+    pool = http_pool(faulty_url, ["nousage"])
+    record = asyncio.run(run_pair(pool, "nousage", "none", "ping?"))
+    assert record.error is None
+    assert record.answer == "42"
+    assert record.input_tokens > 0 and record.output_tokens > 0  # counted, not taken from the server
+
+
+def test_retries_recover_from_flaky_and_rate_limited(faulty_url):
+    pool = http_pool(faulty_url, ["flaky", "ratelimit"], retries=3)
+    records = asyncio.run(run_pairs(pool, [PairJob(m, "none", f"q{i}") for m in ("flaky", "ratelimit") for i in range(6)], concurrency=4))
+    assert all(r.error is None for r in records), [r.error for r in records if r.error]
+    assert all(r.answer == "42" for r in records)
+
+
+def test_every_failure_recorded_with_its_cause(faulty_url):
+    pool = http_pool(faulty_url, ["ok", "fail", "stall", "malformed", "badshape", "unauthorized"], timeout_s=0.5, retries=1)
+    jobs = [PairJob(m, "none", f"question {i}", key=(m, i)) for m in ("ok", "fail", "stall", "malformed", "badshape", "unauthorized") for i in range(3)]
+    seen = []
+    start = time.perf_counter()
+    records = asyncio.run(run_pairs(pool, jobs, concurrency=8, on_done=lambda j, r: seen.append(j.key)))
+    elapsed = time.perf_counter() - start
+    assert len(records) == len(jobs) and sorted(seen) == sorted(j.key for j in jobs)  # none lost
+    by_model = {}
+    for job, rec in zip(jobs, records):
+        assert (rec.model, rec.question) == (job.model, job.question)
+        by_model.setdefault(rec.model, []).append(rec)
+    assert all(r.error is None and r.answer == "42" for r in by_model["ok"])
+    assert all("HTTP 500" in r.error and "2 tries" in r.error for r in by_model["fail"])
+    assert all("timeout after 0.5s" in r.error for r in by_model["stall"])
+    assert all("malformed response body" in r.error for r in by_model["malformed"])
+    assert all("malformed response body (KeyError)" in r.error for r in by_model["badshape"])
+    assert all("HTTP 401" in r.error for r in by_model["unauthorized"])
+    assert elapsed < 30  # stalls are bounded by the timeout, not by the server
+
+
+def test_unreachable_endpoint_is_recorded():
+    from support.servers import free_port
+
+    pool = http_pool(f"http://127.0.0.1:{free_port()}", ["ok"], retries=1)
+    record = asyncio.run(run_pair(pool, "ok", "none", "hello"))
+    assert record.error and "connection failed" in record.error
+
+
+def test_response_cache_makes_reruns_free(faulty_url, tmp_path):
+    cfg = parse_pool_config({
+        "models": [{"name": "flaky", "backend": "openai", "endpoint": f"{faulty_url}/v1"}],
+        "tools": [{"name": "none", "kind": "none"}],
+        "cache": {"enabled": True, "dir": str(tmp_path)},
+    })
+    import os
+
+    os.environ.pop("ATLAS_CACHE_DIR", None)
+    pool = Pool(cfg)
+    model = pool.model("flaky")
+    first = asyncio.run(model.chat([{"role": "user", "content": "same"}]))
+    second = asyncio.run(model.chat([{"role": "user", "content": "same"}]))
+    assert not first.cached and second.cached and second.text == first.text
