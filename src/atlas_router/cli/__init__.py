@@ -34,7 +34,9 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """Entry point of the console script: one-line errors for user mistakes."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except AtlasError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -22,8 +22,8 @@ def ask(
     question = validate_question(read_question(question))
     the_pool = load_pool(pool)
     model_name = model or the_pool.config.models[0].name
-    the_pool.config.model(model_name)  # unknown names fail before any work
-    the_pool.config.tool(tool)
+    the_pool.model(model_name)  # unknown names and missing keys fail before any work
+    the_pool.tool(tool)
 
     async def go():
         try:

@@ -38,13 +38,13 @@ class OpenAIChatModel(ChatModel):
         self.base_url = spec.endpoint.rstrip("/")
         self._sem = asyncio.Semaphore(spec.max_concurrency)
         self._client: httpx.AsyncClient | None = None
+        self._key = spec.api_key()  # a named but unset key fails now, not on the first call
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             headers = {"content-type": "application/json"}
-            key = self.spec.api_key()
-            if key:
-                headers["authorization"] = f"Bearer {key}"
+            if self._key:
+                headers["authorization"] = f"Bearer {self._key}"
             limits = httpx.Limits(max_connections=self.spec.max_concurrency * 2)
             self._client = httpx.AsyncClient(headers=headers, timeout=self.spec.timeout_s, limits=limits)
         return self._client
