@@ -90,11 +90,13 @@ def normalize(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> pd.DataFrame:
     n = len(df)
     if n and "model" not in df.columns:
         raise RecordStoreError("records need a 'model' column")
-    if n and "query_id" not in df.columns:
+    ids = [_to_text(v) for v in df["query_id"]] if "query_id" in df.columns else [""] * n
+    if "" in ids:
         if "query" not in df.columns:
             raise RecordStoreError("records need 'query_id', or 'query' (and 'benchmark') to derive it")
-        bench = df["benchmark"] if "benchmark" in df.columns else pd.Series([""] * n, index=df.index)
-        df["query_id"] = [query_key(_to_text(b), _to_text(q)) for b, q in zip(bench, df["query"])]
+        bench = [_to_text(b) for b in df["benchmark"]] if "benchmark" in df.columns else [""] * n
+        queries = [_to_text(q) for q in df["query"]]
+        df["query_id"] = [i or (query_key(b, q) if q else "") for i, b, q in zip(ids, bench, queries)]
     out: dict[str, Any] = {}
     for col, dtype in COLUMNS.items():
         default = _default(col)

@@ -1,0 +1,167 @@
+"""RecordStore: dedupe on (query_id, model, tool), resumability, dtypes, compaction and crash safety."""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from atlas_router.errors import AtlasError
+from atlas_router.records.schema import COLUMNS, SCHEMA_VERSION, query_key
+from atlas_router.records.store import ARROW_SCHEMA, RecordStore, normalize
+
+
+def _rows(n: int, model: str = "m1", tool: str = "none", start: int = 0) -> list[dict]:
+    return [
+        {"benchmark": "gsm8k", "query": f"question {i}", "model": model, "tool": tool, "score": i % 2, "cost": 0.001}
+        for i in range(start, start + n)
+    ]
+
+
+def test_append_adds_only_new_keys_and_counts(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "rec")
+    assert store.append(_rows(5)) == 5
+    assert store.append(_rows(5)) == 0
+    assert store.append(_rows(5, start=3)) == 3  # questions 3, 4 already there
+    assert store.append(_rows(2, tool="python_code")) == 2  # same queries, another pair
+    assert len(store) == 10
+    # within one batch the first row of a key wins
+    dup = _rows(1, start=100) + [dict(_rows(1, start=100)[0], score=0.25)]
+    assert store.append(dup) == 1
+    df = store.load()
+    assert df.loc[df["query"] == "question 100", "score"].tolist() == [0.0]
+    assert json.loads((tmp_path / "rec" / "meta.json").read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_defaults_and_dtypes(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.append(
+        pd.DataFrame(
+            [
+                {"benchmark": "b", "query": "q", "model": "m", "reference": ["x", 1], "input_tokens": 12.0},
+                {"query_id": "given", "model": "m", "tool": None, "score": None, "cost": "0.5"},
+            ]
+        )
+    )
+    df = store.load()
+    assert [str(df[c].dtype) for c in COLUMNS] == list(COLUMNS.values())
+    first, second = df.iloc[0], df.iloc[1]
+    assert first["query_id"] == query_key("b", "q")
+    assert json.loads(first["reference"]) == ["x", 1]
+    assert first["input_tokens"] == 12 and first["output_tokens"] == 0 and first["calls"] == 1
+    assert first["tool"] == "none" and second["tool"] == "none"
+    assert math.isnan(second["score"]) and second["cost"] == 0.5
+    assert first["split"] == "" and first["error"] == ""
+    assert (df["schema_version"] == SCHEMA_VERSION).all()
+
+
+def test_bad_rows_are_one_line_errors(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    with pytest.raises(AtlasError, match="unknown record columns: transcript"):
+        store.append([{"query": "q", "model": "m", "transcript": []}])
+    with pytest.raises(AtlasError, match="'model'"):
+        store.append([{"query": "q"}])
+    with pytest.raises(AtlasError, match="non-empty 'model'"):
+        store.append([{"query": "q", "model": ""}])
+    with pytest.raises(AtlasError, match="whole numbers"):
+        store.append([{"query": "q", "model": "m", "calls": 1.5}])
+    with pytest.raises(AtlasError, match="unknown record columns: nope"):
+        store.load(["score", "nope"])
+    assert len(store) == 0
+
+
+def test_resume_from_a_new_instance_and_see_other_writers(tmp_path: Path) -> None:
+    a = RecordStore(tmp_path)
+    a.append(_rows(4))
+    b = RecordStore(tmp_path)
+    assert b.keys() == a.keys() and len(b.keys()) == 4
+    b.append(_rows(2, model="m2"))
+    assert len(a.keys()) == 6  # a's cache picks up b's new part
+    assert a.append(_rows(2, model="m2")) == 0
+
+
+def test_load_columns_and_empty_store(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "new")
+    empty = store.load()
+    assert list(empty.columns) == list(COLUMNS) and len(empty) == 0 and len(store) == 0
+    store.append(_rows(3))
+    sub = store.load(["model", "score"])
+    assert list(sub.columns) == ["model", "score"] and sub["score"].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_compact_merges_parts_and_keeps_rows(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    for i in range(4):
+        store.append(_rows(3, start=3 * i))
+    before = store.load().sort_values("query").reset_index(drop=True)
+    assert len(store.parts()) == 4
+    assert store.compact() == 4
+    assert len(store.parts()) == 1 and not (tmp_path / "compact.json").exists()
+    after = RecordStore(tmp_path).load().sort_values("query").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    assert store.append(_rows(12)) == 0
+    assert store.compact() == 0
+
+
+def test_interrupted_compaction_never_shows_duplicates(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.append(_rows(3))
+    store.append(_rows(3, start=3))
+    olds = [p.name for p in store.parts()]
+    table = store.to_arrow()
+    # Crash after the merged part appeared but before the old parts were deleted.
+    merged = tmp_path / "part-99999999999999999999-merged00.parquet"
+    pq.write_table(table, merged)
+    (tmp_path / "compact.json").write_text(json.dumps({"replaces": olds, "merged": merged.name}))
+    reader = RecordStore(tmp_path)
+    assert len(reader) == 6 and len(reader.load()) == 6 and len(reader.keys()) == 6
+    reader.append(_rows(1, start=50))  # the next writer finishes the compaction
+    assert not (tmp_path / "compact.json").exists()
+    assert all(not (tmp_path / n).exists() for n in olds) and len(reader) == 7
+
+    # Crash before the merged part appeared: the journal is ignored and rolled back.
+    olds = [p.name for p in reader.parts()]
+    (tmp_path / ".tmp-part-5.parquet").write_bytes(b"half written")
+    (tmp_path / "compact.json").write_text(json.dumps({"replaces": olds, "merged": "part-5.parquet"}))
+    assert len(RecordStore(tmp_path).load()) == 7
+    assert reader.compact() == 2 and len(reader.load()) == 7
+    assert not (tmp_path / ".tmp-part-5.parquet").exists()
+
+
+def test_stray_temp_files_are_not_read(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path)
+    store.append(_rows(2))
+    pq.write_table(pa.Table.from_pandas(normalize(_rows(5, start=10)), schema=ARROW_SCHEMA), tmp_path / ".tmp-part-x.parquet")
+    assert len(store.load()) == 2
+
+
+def test_refuses_foreign_or_newer_directories(tmp_path: Path) -> None:
+    (tmp_path / "meta.json").write_text(json.dumps({"format": "atlas-records", "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(AtlasError, match="schema version"):
+        RecordStore(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "meta.json").write_text("{}")
+    with pytest.raises(AtlasError, match="not an atlas records store"):
+        RecordStore(other)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(AtlasError, match="must be a directory"):
+        RecordStore(afile)
+
+
+def _append_same(path: str) -> int:
+    return RecordStore(path).append(_rows(300))
+
+
+def test_concurrent_writers_do_not_duplicate(tmp_path: Path) -> None:
+    with mp.get_context("fork").Pool(3) as pool:
+        added = pool.map(_append_same, [str(tmp_path)] * 3)
+    assert sorted(added) == [0, 0, 300]
+    assert len(RecordStore(tmp_path)) == 300
