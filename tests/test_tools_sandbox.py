@@ -1,0 +1,220 @@
+"""The Python sandbox and the python_code tool: every refusal is clear and the calling process is unharmed.
+
+Each test runs real child processes. Besides the default (all layers), some tests switch the Python
+audit hook off to show the kernel layers (namespaces, Landlock, seccomp) refuse the same things alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from atlas_router.config import ToolSpec
+from atlas_router.errors import ConfigError
+from atlas_router.tools.python_code import PythonCodeTool, extract_code
+from atlas_router.tools.registry import build_tool
+from atlas_router.tools.sandbox import SandboxLimits, run_python
+
+FAST = SandboxLimits(timeout_s=2)
+KERNEL_ONLY = SandboxLimits(timeout_s=2, audit_hook=False)
+
+
+def _children() -> set[int]:
+    """Direct children of this test process: a sandbox must leave none behind."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(pid) for pid in text)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    before = _children()
+    yield
+    assert _children() - before == set()
+
+
+def test_success_returns_stdout_and_all_layers_are_active_here():
+    r = run_python("import math\nprint(math.factorial(10))\nprint('done')")
+    assert r.ok and r.error is None
+    assert r.stdout == "3628800\ndone\n"
+    # this machine supports every layer; a regression in one of them must show up here
+    assert r.layers == {"namespaces": "user+net", "landlock": r.layers["landlock"], "seccomp": "on", "audit_hook": "on"}
+    assert r.layers["landlock"].startswith("abi")
+
+
+def test_exception_reports_type_message_and_user_line():
+    r = run_python("a = [1, 2]\n\ndef f(i):\n    return a[i]\n\nprint(f(5))\n")
+    assert not r.ok and r.error_kind == "exception"
+    assert r.error == "IndexError: list index out of range (line 4)"
+    assert r.error_line == 4
+    assert 'File "<code>", line 6' in r.stderr and "sandbox_bootstrap" not in r.stderr
+
+
+def test_syntax_error_has_a_line():
+    r = run_python("x = 1\ny = = 2\n")
+    assert r.error_kind == "exception" and r.error.startswith("SyntaxError") and r.error_line == 2
+
+
+def test_network_connect_is_refused_with_a_clear_error():
+    r = run_python("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", FAST)
+    assert r.error_kind == "network" and r.error == "network access is blocked in the sandbox"
+    assert r.error_line == 2
+
+
+def test_network_is_unreachable_by_the_kernel_alone():
+    code = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=3)"
+    r = run_python(code, SandboxLimits(timeout_s=2, audit_hook=False, seccomp=False))  # namespace only
+    # "refused" would mean the host's loopback was reached; the empty namespace has no route at all
+    assert not r.ok and r.error_kind == "exception" and "Network is unreachable" in r.error
+
+
+@pytest.mark.parametrize("target", ["/etc/atlas-sandbox-test", "/tmp/outside-{id}"])
+@pytest.mark.parametrize("limits", [FAST, KERNEL_ONLY], ids=["all-layers", "kernel-only"])
+def test_writes_outside_scratch_are_refused(target, limits):
+    path = target.format(id=uuid.uuid4().hex)
+    r = run_python(f"open({path!r}, 'w').write('x')", limits)
+    assert not r.ok
+    if limits.audit_hook:
+        assert r.error == f"write outside the scratch directory is blocked: {path}"
+    else:
+        assert r.error.startswith("PermissionError")  # Landlock
+    assert not os.path.exists(path)
+
+
+def test_removing_files_outside_scratch_is_refused(tmp_path):
+    victim = tmp_path / "keep.txt"
+    victim.write_text("precious")
+    for limits in (FAST, KERNEL_ONLY):
+        r = run_python(f"import os\nos.remove({str(victim)!r})", limits)
+        assert not r.ok
+    assert victim.read_text() == "precious"
+
+
+def test_scratch_is_writable_cwd_and_deleted_afterwards():
+    r = run_python("import os\nopen('note.txt', 'w').write('hi')\nprint(os.getcwd())\nprint(open('note.txt').read())")
+    assert r.ok, r.error
+    cwd, content = r.stdout.split()
+    assert content == "hi" and "atlas-sandbox-" in cwd
+    assert not os.path.exists(cwd)
+
+
+def test_infinite_loop_stops_at_the_time_limit():
+    start = time.monotonic()
+    r = run_python("while True:\n    pass", SandboxLimits(timeout_s=1))
+    assert r.error_kind == "timeout" and r.error == "time limit 1s exceeded"
+    assert time.monotonic() - start < 4
+
+
+def test_sleeping_stops_at_the_wall_time_limit():
+    r = run_python("import time\nprint('started', flush=True)\ntime.sleep(60)", SandboxLimits(timeout_s=1))
+    assert r.error_kind == "timeout" and r.stdout == "started\n"
+
+
+@pytest.mark.parametrize("code", ["import os\nwhile True:\n    os.fork()",
+                                  "import subprocess\nsubprocess.run(['true'])",
+                                  "import os\nos.system('true')"])
+def test_process_creation_is_refused(code):
+    r = run_python(code, FAST)
+    assert r.error_kind == "process" and r.error == "process creation is blocked"
+
+
+def test_fork_bomb_is_refused_by_the_kernel_alone():
+    r = run_python("import os\nwhile True:\n    os.fork()", KERNEL_ONLY)
+    assert r.error_kind == "exception" and r.error.startswith("PermissionError") and r.error_line == 3
+    assert r.duration_s < 2
+
+
+def test_native_code_via_ctypes_is_refused():
+    code = "import ctypes\nctypes.CDLL('libc.so.6').system(b'true')"
+    r = run_python(code, FAST)
+    assert r.error_kind == "native" and "ctypes" in r.error
+    # without the hook, libc's fork+exec still fails in the kernel: system() reports failure (127 << 8)
+    r = run_python("import ctypes\nprint(ctypes.CDLL('libc.so.6').system(b'true'))", KERNEL_ONLY)
+    assert r.ok and r.stdout.strip() != "0"
+
+
+def test_signalling_other_processes_is_refused():
+    r = run_python(f"import os, signal\nos.kill({os.getpid()}, signal.SIGTERM)", FAST)
+    assert r.error_kind == "signal"
+    r = run_python(f"import os, signal\nos.kill({os.getpid()}, signal.SIGTERM)", KERNEL_ONLY)
+    assert r.error_kind == "exception" and "Operation not permitted" in r.error
+
+
+def test_allocating_4gb_is_refused():
+    r = run_python("x = bytearray(4 * 1024 ** 3)\nprint(len(x))", FAST)
+    assert r.error_kind == "memory" and r.error == "memory limit 512 MB exceeded (MemoryError)"
+    assert r.error_line == 1
+
+
+def test_printing_gigabytes_is_stopped_quickly():
+    start = time.monotonic()
+    r = run_python("while True:\n    print('x' * 10 ** 6)", SandboxLimits(timeout_s=10))
+    assert r.error_kind == "output" and r.error == "output limit exceeded (65536 bytes)"
+    assert len(r.stdout) <= 65536
+    assert time.monotonic() - start < 3  # the output cap, not the 10 s time limit, stopped it
+
+
+def test_file_size_limit():
+    r = run_python("open('big.bin', 'wb').write(b'x' * (3 * 1024 * 1024))", SandboxLimits(timeout_s=5, file_mb=1))
+    assert r.error_kind == "file_size" and r.error == "file size limit 1 MB exceeded"
+
+
+def test_stdin_and_files_reach_the_program():
+    code = "import helper\nprint(helper.double(int(input())))\nprint(open('data/in.txt').read())"
+    r = run_python(code, FAST, stdin="21\n", files={"helper.py": "def double(x):\n    return 2 * x\n",
+                                                     "data/in.txt": "payload"})
+    assert r.ok, r.error
+    assert r.stdout == "42\npayload\n"
+    with pytest.raises(ValueError):
+        run_python("pass", FAST, files={"../escape.py": ""})
+
+
+def test_environment_is_cleared():
+    os.environ["ATLAS_SECRET_FOR_TEST"] = "s3cret"
+    try:
+        r = run_python("import os\nprint(sorted(os.environ))")
+    finally:
+        del os.environ["ATLAS_SECRET_FOR_TEST"]
+    assert "ATLAS_SECRET_FOR_TEST" not in r.stdout and "PATH" in r.stdout
+
+
+def test_bad_limits_are_rejected():
+    with pytest.raises(ValueError):
+        SandboxLimits(timeout_s=0)
+    with pytest.raises(ValueError):
+        SandboxLimits(memory_mb=10)
+
+
+# --- the tool -------------------------------------------------------------------------------------
+
+def test_extract_code_prefers_the_last_python_block():
+    text = "Let me compute.\n```python\nprint(1)\n```\nand then\n```py\nprint(2)\n```\nDone."
+    assert extract_code(text) == "print(2)"
+    assert extract_code("```\nprint(3)\n```") == "print(3)"
+    assert extract_code("```python\nprint(4)\n") == "print(4)"  # stopped before the closing fence
+    assert extract_code("no code here") is None
+
+
+async def test_tool_runs_code_and_reports_errors():
+    tool = build_tool(ToolSpec(name="py", kind="python_code", settings={"timeout_s": 2}))
+    assert isinstance(tool, PythonCodeTool) and tool.mode == "loop"
+    assert "```python" in tool.usage()
+    ok = await tool.run(tool.extract_call("```python\nprint(sum(range(101)))\n```"))
+    assert ok.ok and ok.output == "5050\n"
+    bad = await tool.run("x = 1\nraise ValueError('bad x')")
+    assert not bad.ok and bad.error == "ValueError: bad x (line 2)" and bad.data["error_line"] == 2
+    observation = tool.format_observation(bad)
+    assert "ValueError: bad x (line 2)" in observation and 'line 2' in observation
+    sample = await tool.run(tool.sample_input)
+    assert sample.ok and sample.output.split()[0] == "2432902008176640000"
+
+
+def test_tool_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="memory_mb"):
+        build_tool(ToolSpec(name="py", kind="python_code", settings={"memory_mb": "lots"}))
