@@ -97,6 +97,10 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
     ]
     start = time.perf_counter()
     try:
+        if the_tool.prefetch and the_tool.mode == "loop":
+            result = await the_tool.run(question, ToolContext(question=question, model=chat_model, messages=messages))
+            record.tool_calls.append({"tool": the_tool.name, "input": question, "prefetch": True, **result.to_dict()})
+            messages[-1]["content"] = f"{the_tool.format_observation(result)}\n\nQuestion: {question}"
         if the_tool.mode == "best_of_n":
             final = await _run_best_of_n(chat_model, the_tool, messages, record, usage)
         else:

@@ -56,7 +56,11 @@ class Tool(ABC):
     def __init__(self, spec: "ToolSpec") -> None:
         self.spec = spec
         self.name = spec.name
-        self.settings = dict(spec.settings)
+        settings = dict(spec.settings)
+        # ``prefetch: true`` runs the tool on the question before the model's first turn (retrieve-then-read),
+        # for models too small to write tool calls themselves.
+        self.prefetch = bool(settings.pop("prefetch", False))
+        self.settings = settings
 
     def usage(self) -> str:
         """Instructions added to the system prompt telling the model how to call this tool."""
