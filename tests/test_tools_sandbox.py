@@ -218,3 +218,4 @@ async def test_tool_runs_code_and_reports_errors():
 def test_tool_rejects_bad_settings():
     with pytest.raises(ConfigError, match="memory_mb"):
         build_tool(ToolSpec(name="py", kind="python_code", settings={"memory_mb": "lots"}))
+

@@ -38,6 +38,7 @@ from sympy.parsing.sympy_parser import (
 from atlas_router.errors import AtlasError
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.calculator_worker import ComputeProcess, WorkerTimeout
+from atlas_router.tools.settings_check import reject_unknown
 
 OPERATIONS = ("evaluate", "simplify", "factor", "expand", "solve", "diff", "integrate")
 MAX_EXPRESSION_CHARS = 2000
@@ -425,6 +426,7 @@ class CalculatorTool(Tool):
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
+        reject_unknown(self.settings, ("precision", "timeout_s", "memory_mb"))
         self.precision = int(self.settings.get("precision", 15))
         self.timeout_s = float(self.settings.get("timeout_s", 10.0))
         memory_mb = int(self.settings.get("memory_mb", 1024))

@@ -24,6 +24,7 @@ import httpx
 from atlas_router.execution.answers import extract_answer
 from atlas_router.pool.models.base import Completion, SamplingParams
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
+from atlas_router.tools.settings_check import reject_unknown
 
 STEP_TAG = "<extra_0>"
 DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -172,6 +173,8 @@ class PRMTool(Tool):
     def __init__(self, spec) -> None:
         super().__init__(spec)
         s = self.settings
+        reject_unknown(s, ("n", "temperature", "max_tokens", "endpoint", "reward_model", "api_key_env", "aggregate",
+                           "timeout_s", "system"))
         self.n = int(s.get("n", 5))
         self.temperature = 0.8 if s.get("temperature") is None else float(s["temperature"])
         self.max_tokens = int(s["max_tokens"]) if s.get("max_tokens") else None

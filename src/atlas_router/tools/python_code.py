@@ -6,6 +6,7 @@ import re
 
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.sandbox import SandboxLimits, arun_python
+from atlas_router.tools.settings_check import reject_unknown
 
 # A fenced block tagged python/py/python3 (or untagged); the closing fence may be missing when the
 # model was stopped mid-block, so the last block may run to the end of the text.
@@ -33,6 +34,7 @@ class PythonCodeTool(Tool):
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
+        reject_unknown(self.settings, ("timeout_s", "memory_mb", "max_output_bytes", "file_mb"))
         self.limits = SandboxLimits.from_settings(self.settings)
 
     def usage(self) -> str:

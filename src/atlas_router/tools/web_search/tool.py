@@ -7,6 +7,7 @@ from typing import Any
 
 from atlas_router.errors import ConfigError
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
+from atlas_router.tools.settings_check import reject_unknown
 from atlas_router.tools.web_search.base import SearchBackend, SearchError, Snippet
 
 BACKENDS = ("bm25", "google", "searxng")
@@ -14,6 +15,8 @@ _TAG = re.compile(r"<search>\s*(.+?)\s*</search>", re.DOTALL | re.IGNORECASE)
 _CALL = re.compile(r"\bsearch\(\s*(?:query\s*=\s*)?(\"(?:[^\"\\]|\\.)+\"|'(?:[^'\\]|\\.)+')\s*\)", re.IGNORECASE)
 _LINE = re.compile(r"^\s*(?:\*\*)?search(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 MAX_QUERY_CHARS = 300
+_SETTINGS = ("backend", "top_k", "max_chars", "timeout_s", "documents", "cx", "api_key_env", "endpoint", "categories",
+             "language")
 
 
 def extract_query(text: str) -> str | None:
@@ -73,6 +76,7 @@ class WebSearchTool(Tool):
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
+        reject_unknown(self.settings, _SETTINGS)
         self.top_k = int(self.settings.get("top_k", 3))
         self.max_chars = int(self.settings.get("max_chars", 600))
         if self.top_k < 1 or self.max_chars < 20:
