@@ -96,6 +96,18 @@ def test_removing_files_outside_scratch_is_refused(tmp_path):
     assert victim.read_text() == "precious"
 
 
+def test_secrets_outside_the_python_and_system_folders_cannot_be_read(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    for path in (f"/proc/{os.getpid()}/environ", str(secret)):  # the parent's environment holds API keys
+        r = run_python(f"print(open({path!r}).read())", FAST)
+        assert not r.ok and r.error.startswith("PermissionError") and "token" not in r.stdout
+    r = run_python("import numpy, sympy, zoneinfo\nprint(numpy.arange(4).sum(), sympy.isprime(97), "
+                   "zoneinfo.ZoneInfo('Europe/Paris'))", SandboxLimits(timeout_s=20))
+    assert r.ok, r.error
+    assert r.stdout.split() == ["6", "True", "Europe/Paris"]
+
+
 def test_scratch_is_writable_cwd_and_deleted_afterwards():
     r = run_python("import os\nopen('note.txt', 'w').write('hi')\nprint(os.getcwd())\nprint(open('note.txt').read())")
     assert r.ok, r.error

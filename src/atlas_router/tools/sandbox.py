@@ -69,7 +69,7 @@ class SandboxLimits:
 @dataclass
 class SandboxResult:
     """How a run ended. ``error`` is one line; ``error_kind`` is one of: timeout, memory, output,
-    network, write, process, native, signal, tamper, file_size, exception, exit, crash."""
+    network, write, process, native, signal, file_size, exception, exit, crash."""
 
     ok: bool
     stdout: str

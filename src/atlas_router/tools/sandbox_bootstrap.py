@@ -8,7 +8,9 @@ and the report says which ones are active):
    loopback and no capabilities on the host;
 2. resource limits: address space, CPU seconds, file size, no core files (not the process count: the
    kernel ignores RLIMIT_NPROC for root, so process creation is refused by seccomp and the hook instead);
-3. Landlock: the kernel refuses file writes, creations and removals outside the scratch directory;
+3. Landlock: the kernel refuses file writes, creations and removals outside the scratch directory, and
+   reads outside the system and Python folders (so no home folders, project files or other processes'
+   /proc entries, whose environment holds API keys);
 4. seccomp: the kernel refuses fork, exec, signals to other processes, and socket connect/bind;
 5. a Python audit hook that refuses the same things first, with a clear message.
 
@@ -88,24 +90,44 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-def landlock_writes(libc: ctypes.CDLL, scratch: str) -> str:
-    """Let the kernel refuse every write, create or remove outside ``scratch`` (and /dev/null)."""
+def read_roots(scratch: str) -> list[str]:
+    """What the code may read: the system's libraries and config, this Python and its packages, its own
+    /proc entry and the scratch folder. Not home folders, other processes' /proc (their environment holds
+    API keys), or the project tree."""
+    roots = ["/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/dev",
+             "/sys/devices/system/cpu", "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", scratch,
+             sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
+    roots += [p for p in sys.path if p]
+    return [r for r in dict.fromkeys(roots) if os.path.exists(r)]
+
+
+def landlock_fs(libc: ctypes.CDLL, scratch: str) -> str:
+    """Let the kernel refuse writes outside ``scratch`` (and /dev/null) and reads outside ``read_roots``."""
     abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
     if abi < 1:
         return "unavailable"
-    write_file, truncate = 1 << 1, (1 << 14 if abi >= 3 else 0)
+    write_file, read_file, read_dir, truncate = 1 << 1, 1 << 2, 1 << 3, (1 << 14 if abi >= 3 else 0)
     # remove dir/file, make char/dir/reg/sock/fifo/block/sym, refer (abi 2)
     tree = sum(1 << b for b in (4, 5, 6, 7, 8, 9, 10, 11, 12)) | (1 << 13 if abi >= 2 else 0)
-    handled = write_file | truncate | tree
+    handled = write_file | read_file | read_dir | truncate | tree
+    file_rights = write_file | read_file | truncate  # the only rights a rule on a non-directory may hold
     attr = _RulesetAttr(handled)
     ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
                            ctypes.c_uint32(0))
     if ruleset < 0:
         return "unavailable"
+    rules = [(root, read_file | read_dir) for root in read_roots(scratch)]
+    rules += [(scratch, handled), ("/dev/null", write_file | read_file | truncate)]
     try:
-        for path, access in ((scratch, handled), ("/dev/null", write_file | truncate)):
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        for path, access in rules:
             try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if not os.path.isdir(path):
+                    access &= file_rights
                 rule = _PathBeneathAttr(access, fd)
                 if libc.syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule),
                                 ctypes.c_uint32(0)) != 0:
@@ -201,11 +223,7 @@ def make_audit_hook(scratch: str):  # noqa: C901 - one flat table of events
     def second_path(args) -> None:
         deny_write(args[1])
 
-    def set_code(args) -> None:
-        if len(args) > 1 and args[1] == "__code__":
-            refuse("tamper", "replacing function code is blocked in the sandbox")
-
-    handlers = {"open": on_open, "object.__setattr__": set_code}
+    handlers = {"open": on_open}
     for ev in ("os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen",
                "os.startfile", "pty.spawn"):
         handlers[ev] = process
@@ -297,7 +315,7 @@ def main() -> None:
     libc = _libc()
     layers = {"namespaces": isolate_namespaces(libc) if job.get("namespaces", True) else "off"}
     set_limits(job)
-    layers["landlock"] = landlock_writes(libc, scratch) if job.get("landlock", True) else "off"
+    layers["landlock"] = landlock_fs(libc, scratch) if job.get("landlock", True) else "off"
     layers["seccomp"] = seccomp_filter() if job.get("seccomp", True) else "off"
     # Everything the user's program sees: scratch as cwd, home, temp dir and first import path.
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch
