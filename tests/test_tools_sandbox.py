@@ -231,3 +231,12 @@ def test_tool_rejects_bad_settings():
     with pytest.raises(ConfigError, match="memory_mb"):
         build_tool(ToolSpec(name="py", kind="python_code", settings={"memory_mb": "lots"}))
 
+
+
+def test_exit_statuses():
+    assert run_python("import sys\nprint('x')\nsys.exit(0)", FAST).ok
+    assert run_python("import os\nprint('y', flush=True)\nos._exit(0)", FAST).ok
+    r = run_python("import sys\nsys.exit('bad input')", FAST)
+    assert r.error_kind == "exit" and r.error == "exited with status 1: bad input"
+    r = run_python("import os\nos._exit(4)", FAST)
+    assert not r.ok and r.exit_code == 4

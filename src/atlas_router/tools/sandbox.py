@@ -204,10 +204,13 @@ def _classify(limits: SandboxLimits, stop: str | None, returncode: int | None, r
         where = f" (line {line})" if line else ""
         text = f"{etype}: {message}" if message else etype
         return "exception", f"{text}{where}", line
+    last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
     if status == "exit":
         code = report.get("code", returncode)
-        return ("exit", f"exited with status {code}", None) if code else (None, None, None)
-    if status == "ok" and returncode == 0:
+        if not code:
+            return None, None, None
+        return "exit", f"exited with status {code}" + (f": {last}" if last else ""), None
+    if status in ("ok", None) and returncode == 0:  # no report: the code left through os._exit(0)
         return None, None, None
     if returncode is not None and returncode < 0:
         sig = -returncode
@@ -217,7 +220,6 @@ def _classify(limits: SandboxLimits, stop: str | None, returncode: int | None, r
             return "crash", (f"process killed by {_signal_name(sig)} "
                              f"(the memory limit of {limits.memory_mb} MB may have been exceeded)"), None
         return "crash", f"process killed by {_signal_name(sig)}", None
-    last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
     return "crash", f"process exited with status {returncode}" + (f": {last}" if last else ""), None
 
 
