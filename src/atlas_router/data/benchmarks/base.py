@@ -1,0 +1,62 @@
+"""What a benchmark is: where its examples come from, how a question is shown, and how replies are graded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Example attribute -> source field name, or several candidates (the first present wins).
+# A dotted name reaches into nested mappings ("reward_model.ground_truth").
+FieldSpec = str | tuple[str, ...]
+
+
+@dataclass
+class Example:
+    """One benchmark item. ``reference`` is a string, a list of accepted answers, or a mapping (code tests)."""
+
+    id: str
+    question: str
+    reference: Any = ""
+    choices: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where users download the benchmark: a Hugging Face dataset id, config and default split."""
+
+    path: str
+    split: str
+    config: str | None = None
+    note: str = ""  # e.g. "gated: accept the terms on the hub first"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A registered benchmark. ``finish`` post-processes a mapped example (build choices, tests, ...)."""
+
+    name: str
+    domain: str
+    grader: str
+    fields: Mapping[str, FieldSpec]
+    prompt: Callable[[Example], str]
+    hub: HubSource | None = None
+    finish: Callable[[Example, Mapping[str, Any]], Example] | None = None
+    grader_options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+
+    def format_prompt(self, example: Example) -> str:
+        """The user message a model sees for this example."""
+        return self.prompt(example)
+
+    def grade(self, prediction_text: str, example: Example) -> float:
+        from atlas_router.data.graders import grade
+
+        return grade(self, prediction_text, example)
+
+    def extract_answer(self, prediction_text: str, example: Example) -> str:
+        from atlas_router.data.graders import extract
+
+        return extract(self, prediction_text, example)

@@ -1,0 +1,82 @@
+"""Graders: turn a model's reply to a benchmark example into a score in [0, 1].
+
+Each benchmark names its grader (``Benchmark.grader``) and options; ``grade(benchmark, text, example)``
+looks both up. Every grader also has an ``extract`` that gives the short answer stored in records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from atlas_router.data.graders.choice import extract_choice, grade_choice
+from atlas_router.data.graders.code import extract_code, grade_code
+from atlas_router.data.graders.math import grade_math
+from atlas_router.data.graders.numeric import extract_number, grade_number
+from atlas_router.data.graders.short_answer import exact_match, grade_short_answer, token_f1
+from atlas_router.errors import AtlasError
+from atlas_router.execution.answers import extract_answer
+
+if TYPE_CHECKING:
+    from atlas_router.data.benchmarks.base import Benchmark, Example
+
+
+def _number_text(text: str, _example: Any) -> str:
+    value = extract_number(text)
+    if value is None:
+        return ""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+@dataclass(frozen=True)
+class Grader:
+    """How one kind of answer is extracted and scored."""
+
+    name: str
+    extract: Callable[[str, "Example"], str]
+    score: Callable[..., float]  # (prediction, example, **options) -> [0, 1]
+
+
+GRADERS: dict[str, Grader] = {
+    g.name: g
+    for g in (
+        Grader("math", lambda t, e: extract_answer(t), lambda p, e, **o: grade_math(p, e.reference, **o)),
+        Grader("gsm8k", _number_text, lambda p, e, **o: grade_number(p, e.reference, **o)),
+        Grader("number", _number_text, lambda p, e, **o: grade_number(p, e.reference, **o)),
+        Grader("code", lambda t, e: extract_code(t), lambda p, e, **o: grade_code(p, e.reference, **o)),
+        Grader("short_answer", lambda t, e: extract_answer(t),
+               lambda p, e, **o: grade_short_answer(p, e.reference, **o)),
+        Grader("choice", lambda t, e: extract_choice(t, e.choices),
+               lambda p, e, **o: grade_choice(p, e.reference, e.choices)),
+    )
+}
+
+
+def get_grader(name: str) -> Grader:
+    try:
+        return GRADERS[name]
+    except KeyError:
+        raise AtlasError(f"unknown grader '{name}'; known: {', '.join(sorted(GRADERS))}") from None
+
+
+def _benchmark(benchmark: "str | Benchmark") -> "Benchmark":
+    from atlas_router.data.benchmarks import get_benchmark
+
+    return get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+
+
+def grade(benchmark: "str | Benchmark", prediction_text: str, example: "Example") -> float:
+    """Score of ``prediction_text`` (a model's full reply) on ``example`` of ``benchmark``, in [0, 1]."""
+    bench = _benchmark(benchmark)
+    score = get_grader(bench.grader).score(prediction_text or "", example, **dict(bench.grader_options))
+    return min(1.0, max(0.0, float(score)))
+
+
+def extract(benchmark: "str | Benchmark", prediction_text: str, example: "Example") -> str:
+    """The short final answer of a reply, as the benchmark's grader reads it (for the records' ``answer``)."""
+    bench = _benchmark(benchmark)
+    return get_grader(bench.grader).extract(prediction_text or "", example)
+
+
+__all__ = ["GRADERS", "Grader", "exact_match", "extract", "get_grader", "grade", "token_f1"]
