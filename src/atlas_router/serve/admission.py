@@ -1,0 +1,53 @@
+"""Admission control: at most ``max_concurrency`` requests run, at most ``max_queue`` wait; the rest get 429.
+
+Overload then costs a fast refusal the client can retry, instead of unbounded memory and latency.
+A request that waits longer than ``queue_timeout_s`` is refused the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+
+class Rejected(Exception):
+    """The gateway is full; ``retry_after_s`` is a hint for the Retry-After header."""
+
+    def __init__(self, reason: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+class Admission:
+    """A concurrency limit with a bounded waiting queue, for one event loop."""
+
+    def __init__(self, max_concurrency: int, max_queue: int, queue_timeout_s: float) -> None:
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self.running = 0
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a run slot for the body of the ``async with``; raise Rejected when full."""
+        if self._sem.locked():
+            if self.waiting >= self.max_queue:
+                raise Rejected(f"too many requests: {self.running} running and {self.waiting} waiting")
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self._sem.acquire(), self.queue_timeout_s)
+            except TimeoutError:
+                raise Rejected(f"waited {self.queue_timeout_s:g}s for a slot") from None
+            finally:
+                self.waiting -= 1
+        else:
+            await self._sem.acquire()
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._sem.release()

@@ -1,0 +1,305 @@
+"""The OpenAI-compatible routing gateway: a thin FastAPI layer over the controller.
+
+``POST /v1/chat/completions`` (streamed as server-sent events or not): model ``atlas`` (or
+``atlas-cluster``, ``atlas-rl``, ``atlas-hybrid``) routes, a pool model name passes through.
+``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (also SIGHUP).
+Keys are checked and oversized bodies refused in ASGI middleware, before a body is read or parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from atlas_router.errors import AtlasError
+from atlas_router.pool.pool import Pool
+from atlas_router.serve.admission import Admission, Rejected
+from atlas_router.serve.auth import KeyRing, bearer_token
+from atlas_router.serve.controller import Answer, Controller, GatewayError, Overrides
+from atlas_router.serve.logs import gateway_logger
+from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics
+from atlas_router.serve.openai_schema import ChatRequest, completion_body, error_body
+from atlas_router.serve.registry import DefaultRule, RouterRegistry
+from atlas_router.serve.settings import GatewaySettings
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+STREAM_PIECE_CHARS = 24
+
+
+async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``max_bytes``: at once from Content-Length, or as soon as a chunked
+    body passes the limit (the rest is never read, whatever the app would have answered is dropped)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = {"error": {"message": f"request body larger than {self.max_bytes} bytes",
+                             "type": "invalid_request_error", "code": "request_too_large"}}
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await _send_json(send, 413, message)
+        state = {"received": 0, "over": False, "started": False}
+
+        async def limited_receive() -> dict:
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            msg = await receive()
+            if msg["type"] == "http.request":
+                state["received"] += len(msg.get("body", b""))
+                if state["received"] > self.max_bytes:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}
+            return msg
+
+        async def guarded_send(msg: dict) -> None:
+            if state["over"]:
+                return
+            state["started"] = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and not state["started"]:
+            await _send_json(send, 413, message)
+
+
+class AuthMiddleware:
+    """401 unless a valid key comes with requests to /v1 and /admin (and /metrics when not public)."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing, metrics_public: bool) -> None:
+        self.app = app
+        self.keys = keys
+        self.metrics_public = metrics_public
+
+    def _protected(self, path: str) -> bool:
+        return path.startswith(("/v1/", "/admin/")) or (path == "/metrics" and not self.metrics_public)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not self.keys.enabled or not self._protected(scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1") or None,
+                             headers.get(b"x-api-key", b"").decode("latin-1") or None)
+        key_id = self.keys.check(token)
+        del token
+        if key_id is None:
+            body = error_body("missing or invalid API key (send 'Authorization: Bearer KEY')",
+                              kind="authentication_error", code="invalid_api_key")
+            return await _send_json(send, 401, body, {"www-authenticate": "Bearer"})
+        scope.setdefault("state", {})["key_id"] = key_id
+        await self.app(scope, receive, send)
+
+
+def _sse(answer: Answer, req: ChatRequest, completion_id: str) -> AsyncIterator[bytes]:
+    """The answer as ``chat.completion.chunk`` events: role, content pieces, finish (with the ``atlas``
+    object), optionally usage, then ``[DONE]``."""
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    async def events() -> AsyncIterator[bytes]:
+        yield chunk({"role": "assistant", "content": ""})
+        text = answer.text
+        for i in range(0, len(text), STREAM_PIECE_CHARS):
+            yield chunk({"content": text[i:i + STREAM_PIECE_CHARS]})
+        yield chunk({}, answer.finish_reason or "stop", atlas=answer.atlas_field())
+        options = (req.model_extra or {}).get("stream_options") or {}
+        if isinstance(options, dict) and options.get("include_usage"):
+            usage = {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
+                     "total_tokens": answer.input_tokens + answer.output_tokens}
+            body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                    "choices": [], "usage": usage}
+            yield b"data: " + json.dumps(body).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    return events()
+
+
+def _error_response(status: int, message: str, kind: str, code: str | None,
+                    headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind=kind, code=code), status_code=status, headers=headers)
+
+
+def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike[str] | None = None,
+                       routers: dict[str, Any] | None = None,
+                       router_loaders: dict[str, Callable[[], Any]] | None = None,
+                       settings: GatewaySettings | None = None, keys: KeyRing | None = None,
+                       use_cache: bool | None = None, handle_sighup: bool = False) -> FastAPI:
+    """The gateway app. ``pool`` (else the pool of ``pool_path``, else the embedded default) is what it
+    serves; ``routers`` maps gateway names (``atlas-cluster`` ...) to router objects, ``router_loaders``
+    to functions that build them (rebuilt on reload). ``keys`` defaults to the config's digests plus
+    ATLAS_API_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only; the CLI sets it)."""
+    settings = settings or GatewaySettings()
+    if pool is None:
+        pool = Pool.load(pool_path, use_cache=use_cache)
+    keys = keys if keys is not None else KeyRing.from_sources(settings.api_keys_sha256)
+    metrics = GatewayMetrics()
+    holder: dict[str, Controller] = {}
+    registry = RouterRegistry(DefaultRule(lambda: holder["c"].pool.config))
+    for name, router in (routers or {}).items():
+        registry.register(name, router)
+    for name, load in (router_loaders or {}).items():
+        registry.register(name, load(), loader=load)
+    controller = Controller(pool, registry, settings, metrics, pool_path=pool_path, use_cache=use_cache)
+    holder["c"] = controller
+    admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
+    metrics.in_flight.set_function(lambda: admission.running)
+    metrics.queued.set_function(lambda: admission.waiting)
+    log = gateway_logger()
+    background: set[asyncio.Task[Any]] = set()
+
+    async def reload(source: str) -> dict[str, Any]:
+        try:
+            summary = await controller.reload()
+        except Exception as err:
+            metrics.reloads.labels(outcome="failed").inc()
+            log.warning("pool reload failed", extra={"event": "reload", "source": source, "error": str(err)})
+            raise
+        metrics.reloads.labels(outcome="ok").inc()
+        log.info("pool reloaded", extra={"event": "reload", "source": source, **summary})
+        return summary
+
+    def on_sighup() -> None:
+        task = asyncio.get_running_loop().create_task(reload("sighup"))
+        background.add(task)
+        task.add_done_callback(lambda t: (background.discard(t), t.cancelled() or t.exception()))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if handle_sighup and hasattr(signal, "SIGHUP"):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        log.info("gateway started", extra={"event": "start", "models": controller.model_names(),
+                                           "routers": registry.names(), "auth": keys.enabled})
+        try:
+            yield
+        finally:
+            if handle_sighup and hasattr(signal, "SIGHUP"):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            await controller.aclose()
+            log.info("gateway stopped", extra={"event": "stop"})
+
+    app = FastAPI(title="atlas-router gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, keys=keys, metrics_public=settings.metrics_public)
+    app.state.controller = controller
+    app.state.metrics = metrics
+    app.state.admission = admission
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        metrics.errors.labels(kind="bad_request").inc()
+        return _error_response(400, f"{loc or 'body'}: {first.get('msg')}", "invalid_request_error", "bad_request")
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request) -> Response:
+        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        kind = controller.kind_of(req.model)
+        start = time.perf_counter()
+        status, answer, error = 200, None, None
+        try:
+            overrides = Overrides.parse((req.model_extra or {}).get("atlas"), dict(request.headers))
+            try:
+                async with admission.slot():
+                    answer = await controller.complete(req, overrides)
+            except Rejected as err:
+                raise GatewayError(429, str(err), kind="rate_limit_error", code="gateway_busy",
+                                   retry_after_s=err.retry_after_s) from None
+        except GatewayError as err:
+            status, error = err.status, err
+        except AtlasError as err:
+            status, error = 400, GatewayError(400, str(err))
+        except Exception as err:  # the request boundary: log it, answer 500, keep serving
+            log.exception("request failed", extra={"request_id": request_id})
+            status, error = 500, GatewayError(500, f"internal error ({type(err).__name__})", kind="server_error")
+        elapsed = time.perf_counter() - start
+        metrics.requests.labels(kind=kind, status=str(status)).inc()
+        metrics.latency.labels(kind=kind).observe(elapsed)
+        fields: dict[str, Any] = {"event": "request", "request_id": request_id, "model": req.model, "kind": kind,
+                                  "status": status, "latency_ms": round(elapsed * 1000, 2), "stream": req.stream,
+                                  "key_id": getattr(request.state, "key_id", None)}
+        if error is not None:
+            metrics.errors.labels(kind=error.code or error.kind).inc()
+            fields.update(error=str(error), attempts=len(error.attempts))
+            log.info("request refused" if status < 500 else "request failed", extra=fields)
+            headers = {"x-request-id": request_id}
+            if error.retry_after_s is not None:
+                headers["retry-after"] = str(max(1, round(error.retry_after_s)))
+            return _error_response(status, str(error), error.kind, error.code, headers)
+        assert answer is not None
+        metrics.routes.labels(router=answer.router or "passthrough", model=answer.model, tool=answer.tool or "").inc()
+        metrics.cost.labels(model=answer.model, tool=answer.tool or "").inc(answer.cost)
+        metrics.tokens.labels(model=answer.model, direction="input").inc(answer.input_tokens)
+        metrics.tokens.labels(model=answer.model, direction="output").inc(answer.output_tokens)
+        fields.update(router=answer.router, pair_model=answer.model, pair_tool=answer.tool, cost=answer.cost,
+                      attempts=len(answer.attempts), cluster=answer.explanation.get("cluster"))
+        log.info("request answered", extra=fields)
+        headers = {"x-request-id": request_id, **answer.headers()}
+        if req.stream:
+            return StreamingResponse(_sse(answer, req, request_id), media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        body = completion_body(req.model, answer.text, answer.input_tokens, answer.output_tokens,
+                               answer.finish_reason, extra={"id": request_id, "atlas": answer.atlas_field()})
+        return JSONResponse(body, headers=headers)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        created = int(time.time())
+        data = [{"id": n, "object": "model", "created": created, "owned_by": "atlas-router"} for n in registry.names()]
+        data += [{"id": n, "object": "model", "created": created, "owned_by": "pool"} for n in controller.model_names()]
+        return {"object": "list", "data": data}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": controller.model_names(), "routers": registry.names(),
+                "running": admission.running, "queued": admission.waiting, "circuits": controller.breakers.states()}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/admin/reload")
+    async def admin_reload() -> Response:
+        try:
+            summary = await reload("admin")
+        except AtlasError as err:
+            return _error_response(400, f"reload failed, still serving the previous pool: {err}",
+                                   "invalid_request_error", "reload_failed")
+        return JSONResponse({"status": "reloaded", **summary})
+
+    return app
+
+
+logging.getLogger("atlas_router.gateway").addHandler(logging.NullHandler())
