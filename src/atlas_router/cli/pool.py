@@ -11,6 +11,7 @@ from rich.table import Table
 
 from atlas_router.cli.common import load_pool, print_json, run_async
 from atlas_router.pool.pool import Pool
+from atlas_router.tools.base import ToolContext
 
 pool_app = typer.Typer(help="Inspect and check the pool.", no_args_is_help=True)
 
@@ -28,7 +29,9 @@ async def check_pool(pool: Pool) -> list[dict[str, str]]:
     async def tool_row(name: str) -> dict[str, str]:
         try:
             t = pool.tool(name)
-            r = await t.run(t.sample_input)
+            # tools that sample the pair's model (prm) are checked with the pool's first model
+            context = ToolContext(question=t.sample_input, model=pool.model(pool.config.models[0].name))
+            r = await t.run(t.sample_input, context)
             detail = (r.output.strip().splitlines() or [""])[0][:80] if r.ok else (r.error or "")
             return {"kind": "tool", "name": name, "ok": "yes" if r.ok else "no", "detail": detail}
         except Exception as err:
