@@ -21,6 +21,7 @@ _NUM = r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?"
 NUMBER_RE = re.compile(rf"(?<![\w.])({_NUM})(?:\s*/\s*(\d+))?")
 _FRAC_RE = re.compile(r"\\[dt]?frac\{\s*([-+]?[\d.,]+)\s*\}\{\s*([-+]?[\d.,]+)\s*\}")
 _HASHES_RE = re.compile(r"####\s*(.+)")
+_TAG_RE = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)  # TAPO-style replies
 _ANSWER_PHRASE_RE = re.compile(
     r"(?:final answer|the answer is|answer is|answer:|answer\s*=)\s*[:：]?\s*(.*)", re.IGNORECASE
 )
@@ -91,7 +92,7 @@ def _numbers(text: str) -> list[float]:
 def extract_number_text(text: str) -> tuple[str, bool]:
     """The span that states the final answer and whether it is an explicit answer slot.
 
-    Marker order: the last ``####``, the last ``\\boxed{}``, the last "answer is"/"Final answer:"
+    Marker order: the last ``####``, ``<answer>...</answer>``, ``\\boxed{}``, the last "answer is"/"Final answer:"
     phrase that holds a number; otherwise the whole text (not a slot).
     """
     if not text:
@@ -99,6 +100,9 @@ def extract_number_text(text: str) -> tuple[str, bool]:
     hashes = _HASHES_RE.findall(text)
     if hashes:
         return hashes[-1].strip(), True
+    tags = _TAG_RE.findall(text)
+    if tags:
+        return tags[-1].strip(), True
     boxed = last_boxed(text)
     if boxed:
         return boxed, True
@@ -111,7 +115,7 @@ def extract_number_text(text: str) -> tuple[str, bool]:
 def extract_number(text: str) -> float | None:
     """The final numeric answer of a model reply, or None when it states none.
 
-    An explicit answer slot (``#### ...`` or ``\\boxed{...}``) that names several different numbers
+    An explicit answer slot (``#### ...``, ``<answer>...</answer>`` or ``\\boxed{...}``) that names several different numbers
     ("#### 7 packs and 2 extra", "#### 50% or 1/2") is a hedge and yields None, so it is graded wrong.
     An "answer is ..." phrase gives its first number; with no marker, the last number of the text counts.
     """
