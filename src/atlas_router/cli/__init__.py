@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "atlas_router.cli.ask",
     "atlas_router.cli.pool",
     "atlas_router.cli.tool",
+    "atlas_router.cli.collect",
+    "atlas_router.cli.serve",
 ]
 
 for _name in COMMAND_MODULES:

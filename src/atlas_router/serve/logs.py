@@ -22,7 +22,7 @@ _SECRET_PATTERNS = [
     re.compile(r"\b(sk-)[A-Za-z0-9_\-]{8,}"),
 ]
 
-_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def redact(text: str) -> str:

@@ -1,0 +1,61 @@
+"""``atlas serve``: the OpenAI-compatible routing gateway on uvicorn.
+
+SIGTERM/SIGINT stop accepting connections and let in-flight requests finish (up to the config's
+``graceful_timeout_s``); SIGHUP reloads the pool file and router files without a restart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+import typer
+
+from atlas_router.errors import AtlasError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
+    router: Optional[str] = typer.Option(None, "--router", help="A saved router file (served as atlas-cluster / atlas)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Gateway settings YAML (limits, timeouts, key digests)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the on-disk response cache."),
+) -> None:
+    """Serve POST /v1/chat/completions (model 'atlas' routes; pool model names pass through)."""
+    import uvicorn
+
+    from atlas_router.serve.auth import KeyRing
+    from atlas_router.serve.gateway import create_gateway_app
+    from atlas_router.serve.loaders import router_loaders
+    from atlas_router.serve.logs import configure_json_logging, gateway_logger
+    from atlas_router.serve.settings import load_gateway_settings
+
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise AtlasError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+    configure_json_logging(log_level)
+    settings = load_gateway_settings(config)
+    keys = KeyRing.from_sources(settings.api_keys_sha256)
+    if not keys.enabled and not _is_loopback(host):
+        raise AtlasError(f"refusing to serve on {host} without API keys: set ATLAS_API_KEYS or api_keys_sha256 "
+                         "in --config (or bind to 127.0.0.1)")
+    if not keys.enabled:
+        gateway_logger().warning("no API keys configured: the gateway accepts every request on loopback")
+    app = create_gateway_app(pool_path=pool, router_loaders=router_loaders(router), settings=settings, keys=keys,
+                             use_cache=False if no_cache else None, handle_sighup=True)
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level.lower(), access_log=False,
+                timeout_graceful_shutdown=int(settings.graceful_timeout_s), backlog=2048)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
