@@ -1,0 +1,147 @@
+"""What every importer returns: the records built from a public routing table and counts that match it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atlas_router.data.benchmarks import find_benchmark
+from atlas_router.errors import AtlasError
+from atlas_router.records.schema import query_key
+from atlas_router.records.store import RecordStore
+
+_SPLIT_SUFFIX = re.compile(r"[-_.](train|test|val|valid|validation|dev|eval)$", re.I)
+
+
+class ImportFormatError(AtlasError):
+    """A routing table that does not have the layout its importer reads; the message says what is missing."""
+
+
+@dataclass
+class ImportResult:
+    """Records built from one or more source files, with the source's own counts."""
+
+    source: str
+    files: list[str]
+    records: pd.DataFrame
+    queries: int
+    models: list[str]
+    skipped_blank: int = 0
+    notes: list[str] = field(default_factory=list)
+    added: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "source": self.source, "files": self.files, "queries": self.queries, "models": len(self.models),
+            "records": len(self.records), "skipped_blank": self.skipped_blank,
+            "benchmarks": {str(k): int(v) for k, v in self.records["benchmark"].value_counts().sort_index().items()},
+        }
+        if self.added is not None:
+            out["added"] = self.added
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one fact per line."""
+        text = [
+            f"{self.source}: {', '.join(self.files)}",
+            f"  queries: {self.queries}",
+            f"  models: {len(self.models)}",
+            f"  records: {len(self.records)}",
+            f"  skipped blank cells: {self.skipped_blank}",
+        ]
+        if self.added is not None:
+            text.append(f"  added to the store: {self.added} (already there: {len(self.records) - self.added})")
+        text += [f"  note: {n}" for n in self.notes]
+        return text
+
+
+def split_from_name(path: str | Path) -> tuple[str, str]:
+    """(benchmark, split) from a file name: ``gsm8k-train.json`` -> ("gsm8k", "train"), ``mbpp.json`` -> ("mbpp", "")."""
+    stem = Path(path).name
+    for suffix in (".gz", ".json", ".jsonl", ".csv", ".pkl", ".pickle", ".parquet"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    m = _SPLIT_SUFFIX.search(stem)
+    split = ""
+    if m:
+        split = m.group(1).lower()
+        stem = stem[: m.start()]
+    elif stem.lower() in {"train", "test", "val", "valid", "validation", "dev"}:
+        split, stem = stem.lower(), ""
+    return stem.lower(), split
+
+
+# Domains of task names that public routing tables use but the registry does not hold.
+OTHER_DOMAINS = {
+    "mmlu": "knowledge", "trivia_qa": "qa", "commonsense_qa": "reasoning", "openbook_qa": "reasoning",
+    "arc_challenge": "reasoning", "arc-challenge": "reasoning", "hellaswag": "reasoning", "winogrande": "reasoning",
+    "agentverse-mgsm": "math", "mgsm": "math", "grade-school-math": "math", "agentverse-logicgrid": "logic",
+    "commongen": "generation", "mt-bench": "chat", "consensus_summary": "generation",
+}
+
+
+def domain_of(benchmark: str) -> str:
+    """The domain of a benchmark name: the registry's (names and aliases), a few known others, else ""."""
+    bench = find_benchmark(benchmark) if benchmark else None
+    if bench:
+        return bench.domain
+    name = benchmark.lower()
+    if name in OTHER_DOMAINS:
+        return OTHER_DOMAINS[name]
+    head = re.split(r"[-_]", name, maxsplit=1)[0]  # mmlu-abstract-algebra, MATH_prealgebra
+    bench = find_benchmark(head)
+    return bench.domain if bench else OTHER_DOMAINS.get(head, "")
+
+
+def with_query_ids(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``query_id`` from (benchmark, query), computed once per distinct pair."""
+    pairs = df[["benchmark", "query"]].drop_duplicates()
+    ids = {(b, q): query_key(b, q) for b, q in zip(pairs["benchmark"], pairs["query"])}
+    df["query_id"] = [ids[(b, q)] for b, q in zip(df["benchmark"], df["query"])]
+    return df
+
+
+def check_scores(values: pd.Series, what: str) -> pd.Series:
+    """Numeric scores in [0, 1]; anything else is a format error naming the column."""
+    raw = values
+    num = pd.to_numeric(raw.map(_bool_to_num), errors="coerce")
+    bad = num.isna() & raw.notna()
+    if bad.any():
+        raise ImportFormatError(f"{what}: score {raw[bad].iloc[0]!r} is not a number")
+    out_of_range = (num < 0) | (num > 1)
+    if out_of_range.any():
+        raise ImportFormatError(f"{what}: score {num[out_of_range].iloc[0]} is outside [0, 1]")
+    return num.astype(float)
+
+
+def _bool_to_num(v: Any) -> Any:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s in ("true", "false"):
+            return 1.0 if s == "true" else 0.0
+        if s == "":
+            return None
+    return v
+
+
+def is_blank(value: Any) -> bool:
+    """A cell with no value: NaN, None or an empty string."""
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def import_into(result: ImportResult, out: str | Path) -> ImportResult:
+    """Append the records to the store at ``out``; ``result.added`` says how many were new."""
+    result.added = RecordStore(out).append(result.records)
+    return result

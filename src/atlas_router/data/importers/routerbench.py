@@ -1,0 +1,114 @@
+"""Import RouterBench tables (withmartian/routerbench ``routerbench_0shot.pkl`` / ``routerbench_5shot.pkl``,
+or the same table as CSV).
+
+Layout: one row per prompt with ``sample_id``, ``prompt``, ``eval_name``, one score column per model,
+``MODEL|model_response``, ``MODEL|total_cost`` and ``oracle_model_to_route_to``. Every (prompt, model)
+with a score becomes a record (tool "none") with that model's response and total cost; a blank score
+cell is skipped and counted. The benchmark is ``eval_name``.
+
+Pickle files can run code when loaded: only import tables from a source you trust.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atlas_router.data.importers.common import (
+    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, split_from_name, with_query_ids,
+)
+from atlas_router.records.schema import SCHEMA_VERSION
+
+FIXED_COLUMNS = ("sample_id", "prompt", "eval_name", "oracle_model_to_route_to")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A RouterBench table from .pkl/.pickle (a pandas DataFrame) or .csv."""
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: RouterBench file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".pkl", ".pickle"):
+            df = pd.read_pickle(path)
+        elif suffix == ".csv":
+            df = pd.read_csv(path)
+        else:
+            raise ImportFormatError(f"{path}: expected a .pkl or .csv RouterBench table, got '{suffix}'")
+    except ImportFormatError:
+        raise
+    except Exception as err:  # unpickling and CSV parsing fail in many ways; all mean "not this format"
+        raise ImportFormatError(f"{path}: cannot read the table ({type(err).__name__}: {err})") from None
+    if not isinstance(df, pd.DataFrame):
+        raise ImportFormatError(f"{path}: the pickle holds a {type(df).__name__}, not a pandas DataFrame")
+    if "prompt" not in df.columns:
+        raise ImportFormatError(f"{path}: no 'prompt' column (columns: {', '.join(map(str, df.columns[:8]))} ...)")
+    return df
+
+
+def model_columns(df: pd.DataFrame) -> list[str]:
+    """Score columns: everything that is neither a fixed column nor a ``MODEL|...`` column."""
+    return [c for c in df.columns if c not in FIXED_COLUMNS and "|" not in str(c)]
+
+
+def _prompt_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "\n".join(str(v) for v in value)
+    return "" if is_blank(value) else str(value)
+
+
+def read_one(path: Path) -> tuple[pd.DataFrame, int, list[str], int]:
+    """(records, prompts, models, blank cells) of one table."""
+    df = read_table(path)
+    models = model_columns(df)
+    if not models:
+        raise ImportFormatError(f"{path}: no model score columns besides {', '.join(FIXED_COLUMNS)}")
+    fallback_bench = split_from_name(path)[0] or "routerbench"
+    benchmark = (df["eval_name"].map(lambda v: fallback_bench if is_blank(v) else str(v))
+                 if "eval_name" in df.columns else pd.Series(fallback_bench, index=df.index))
+    prompts = df["prompt"].map(_prompt_text)
+    parts = []
+    blank = 0
+    for model in models:
+        scores = df[model]
+        empty = scores.map(is_blank)
+        blank += int(empty.sum())
+        keep = ~empty
+        response_col, cost_col = f"{model}|model_response", f"{model}|total_cost"
+        part = pd.DataFrame({
+            "benchmark": benchmark[keep].values, "query": prompts[keep].values, "model": str(model),
+            "score": check_scores(scores[keep], f"{path}: column '{model}'").values,
+        })
+        if response_col in df.columns:
+            part["response"] = df.loc[keep, response_col].map(lambda v: "" if is_blank(v) else str(v)).values
+        if cost_col in df.columns:
+            part["cost"] = pd.to_numeric(df.loc[keep, cost_col], errors="coerce").values
+        parts.append(part)
+    records = pd.concat(parts, ignore_index=True)
+    records["tool"] = "none"
+    records["calls"] = 1
+    records["source"] = "routerbench"
+    records["schema_version"] = SCHEMA_VERSION
+    domains = {b: domain_of(b) for b in records["benchmark"].unique()}
+    records["domain"] = records["benchmark"].map(domains)
+    return with_query_ids(records), len(df), [str(m) for m in models], blank
+
+
+def read_routerbench(paths: Sequence[str | Path]) -> ImportResult:
+    """Records from one or more RouterBench tables (their counts add up)."""
+    if not paths:
+        raise ImportFormatError("give at least one RouterBench file")
+    frames, queries, models, blank = [], 0, {}, 0
+    for p in paths:
+        records, n_prompts, names, n_blank = read_one(Path(p))
+        frames.append(records)
+        queries += n_prompts
+        blank += n_blank
+        models.update(dict.fromkeys(names))
+    records = pd.concat(frames, ignore_index=True)
+    dupes = int(records.duplicated(["query_id", "model", "tool"]).sum())
+    notes = [f"records repeating an earlier (prompt, model) of the same eval (kept once): {dupes}"] if dupes else []
+    return ImportResult("routerbench", [str(p) for p in paths], records, queries=queries, models=list(models),
+                        skipped_blank=blank, notes=notes)
