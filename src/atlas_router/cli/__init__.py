@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "atlas_router.cli.pool",
     "atlas_router.cli.tool",
     "atlas_router.cli.collect",
+    "atlas_router.cli.records",
     "atlas_router.cli.serve",
 ]
 

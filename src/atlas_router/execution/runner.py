@@ -93,6 +93,7 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
     usage = _Usage(chat_model)
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system_prompt(the_tool)},
+        *the_tool.demonstration(),
         {"role": "user", "content": question},
     ]
     start = time.perf_counter()

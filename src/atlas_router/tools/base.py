@@ -70,6 +70,19 @@ class Tool(ABC):
         """The tool input found in a model's reply, or None when the reply calls no tool."""
         return None
 
+    def demonstration(self) -> list[dict[str, str]]:
+        """A short worked exchange shown before the question: small models copy examples, not instructions."""
+        return []
+
+    def worked_example(self, question: str, call: str, output: str, answer: str) -> list[dict[str, str]]:
+        """The messages of one demonstrated call: question, call, the tool's output, final answer."""
+        return [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": call},
+            {"role": "user", "content": self.format_observation(ToolResult(ok=True, output=output))},
+            {"role": "assistant", "content": f"Final answer: {answer}"},
+        ]
+
     @abstractmethod
     async def _run(self, tool_input: str, context: ToolContext) -> ToolResult:
         """Execute one call; may raise, ``run`` turns exceptions into failed results."""

@@ -446,6 +446,9 @@ class CalculatorTool(Tool):
     def extract_call(self, text: str) -> str | None:
         return find_call(text)
 
+    def demonstration(self) -> list[dict[str, str]]:
+        return self.worked_example("What is 23 * 19?", 'calculator(expression="23 * 19")', "437", "437")
+
     async def _run(self, tool_input: str, context: ToolContext) -> ToolResult:
         try:
             req = parse_request(tool_input, self.precision)

@@ -49,6 +49,9 @@ class PythonCodeTool(Tool):
     def extract_call(self, text: str) -> str | None:
         return extract_code(text)
 
+    def demonstration(self) -> list[dict[str, str]]:
+        return self.worked_example("What is 23 * 19?", "```python\nprint(23 * 19)\n```", "437", "437")
+
     async def _run(self, tool_input: str, context: ToolContext) -> ToolResult:
         result = await arun_python(tool_input, self.limits)
         data = {"error_kind": result.error_kind, "error_line": result.error_line, "exit_code": result.exit_code,

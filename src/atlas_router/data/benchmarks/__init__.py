@@ -104,3 +104,6 @@ __all__ = [
     "Benchmark", "BenchmarkError", "Example", "HubSource", "find_benchmark", "get_benchmark", "list_benchmarks",
     "load_benchmark", "register",
 ]
+
+# The built-in demo suite registers its benchmarks on import (after the registry above exists).
+from atlas_router.data.benchmarks import demo_suite as _demo_suite  # noqa: E402,F401

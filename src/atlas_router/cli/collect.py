@@ -1,0 +1,91 @@
+"""``atlas collect``: run every pair of a pool on a benchmark into a record store, resumably."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from atlas_router.cli.common import load_pool, print_json, run_async
+from atlas_router.data.benchmarks import get_benchmark, load_benchmark
+from atlas_router.errors import AtlasError
+from atlas_router.records import collect as collecting
+from atlas_router.records.store import RecordStore
+from atlas_router.records.summary import pair_table
+
+
+def parse_pairs(spec: str | None, all_pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``m@@t,m2@@t2`` (``*`` allowed on either side) to pairs of the pool; unknown names are errors."""
+    if not spec:
+        return all_pairs
+    chosen: list[tuple[str, str]] = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if "@@" not in item:
+            raise AtlasError(f"pair '{item}' must be written MODEL@@TOOL")
+        m, t = (p.strip() for p in item.split("@@", 1))
+        matched = [(pm, pt) for pm, pt in all_pairs if m in ("*", pm) and t in ("*", pt)]
+        if not matched:
+            raise AtlasError(f"pair '{item}' matches nothing in the pool")
+        chosen += [p for p in matched if p not in chosen]
+    return chosen
+
+
+def collect(
+    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Registered benchmark name."),
+    out: str = typer.Option(..., "--out", "-o", help="Record store directory (created; resumed if it exists)."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Benchmark split."),
+    path: Optional[str] = typer.Option(None, "--path", help="Local JSONL/JSON/Parquet/CSV copy of the benchmark."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="First N examples only."),
+    pairs: Optional[str] = typer.Option(None, "--pairs", help="MODEL@@TOOL,... (default: every pair)."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", min=1, help="Pair runs in flight."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster: an address, or 'local'."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run every pair on every query of a benchmark; rerun after a kill to resume."""
+    bench = get_benchmark(benchmark)
+    examples = load_benchmark(benchmark, split=split, path=path, limit=limit)
+    if not examples:
+        raise AtlasError(f"benchmark '{benchmark}' has no examples (split={split!r}, path={path!r})")
+    the_pool = load_pool(pool)
+    chosen = parse_pairs(pairs, the_pool.pairs())
+    store = RecordStore(out)
+    the_plan = collecting.plan(bench, examples, chosen, store)
+    console = Console(stderr=True)
+    console.print(f"{bench.name}: {len(examples)} queries x {len(chosen)} pairs = {the_plan.total} runs; "
+                  f"{the_plan.done_before} already in {out}, {len(the_plan.jobs)} to run")
+    split_name = split or ""
+    with Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=not the_plan.jobs) as progress:
+        task = progress.add_task("collect", total=the_plan.total, completed=the_plan.done_before)
+
+        def tick(_record) -> None:
+            progress.advance(task)
+
+        if ray:
+            added = collecting.collect_ray(the_pool.config, bench, the_plan, store, split_name, ray, on_progress=tick)
+        else:
+            async def go() -> int:
+                try:
+                    return await collecting.collect_local(the_pool, bench, the_plan, store, split_name, concurrency, tick)
+                finally:
+                    await the_pool.aclose()
+
+            added = run_async(go())
+    rows = pair_table(store.load(), benchmark=bench.name)
+    if as_json:
+        print_json({"benchmark": bench.name, "added": added, "already_present": the_plan.done_before, "pairs": rows})
+        return
+    table = Table(title=f"{bench.name}: {added} records added")
+    for col in ("pair", "n", "accuracy", "cost/query", "latency_s", "errors"):
+        table.add_column(col, justify="left" if col == "pair" else "right")
+    for r in rows:
+        table.add_row(r["pair"], str(r["n"]), f"{r['accuracy']:.3f}", f"{r['cost']:.2e}", f"{r['latency_s']:.2f}", str(r["errors"]))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("collect")(collect)

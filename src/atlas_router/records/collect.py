@@ -1,0 +1,165 @@
+"""Collection runs: every pair of a pool on every query of a benchmark, written to a record store.
+
+Resumable by construction: the store already knows which (query, model, tool) keys it holds, so a rerun
+after a kill (even SIGKILL) only runs the missing ones. Records are flushed in small batches, each batch
+one atomic part file, so a kill loses at most the batch in flight and never leaves a partial or duplicate
+row. With ``ray_address`` the same jobs run as Ray tasks on a cluster; the driver still owns the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atlas_router.config import PoolConfig
+from atlas_router.data.benchmarks.base import Benchmark, Example
+from atlas_router.execution.record import PairRecord
+from atlas_router.execution.runner import PairJob, run_pairs
+from atlas_router.pool.pool import Pool
+from atlas_router.records.schema import SCHEMA_VERSION, query_key
+from atlas_router.records.store import RecordStore
+
+FLUSH_EVERY = 16
+FLUSH_SECONDS = 2.0
+
+
+@dataclass
+class CollectPlan:
+    """What a run will do: the jobs still missing from the store, and how many were there already."""
+
+    jobs: list[PairJob]
+    done_before: int
+    total: int
+
+
+@dataclass
+class CollectSummary:
+    added: int = 0
+    skipped: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    per_pair: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan(benchmark: Benchmark, examples: Sequence[Example], pairs: Sequence[tuple[str, str]], store: RecordStore) -> CollectPlan:
+    """The (example, pair) jobs whose records the store does not hold yet."""
+    have = store.keys()
+    jobs = []
+    for ex in examples:
+        qid = query_key(benchmark.name, benchmark.format_prompt(ex))
+        for model, tool in pairs:
+            if (qid, model, tool) not in have:
+                jobs.append(PairJob(model, tool, benchmark.format_prompt(ex), key=ex))
+    total = len(examples) * len(pairs)
+    return CollectPlan(jobs=jobs, done_before=total - len(jobs), total=total)
+
+
+def to_row(benchmark: Benchmark, example: Example, record: PairRecord, split: str) -> dict[str, Any]:
+    """A store row from a pair record, graded; a failed run scores 0 and keeps its error."""
+    score = 0.0 if record.error else float(benchmark.grade(record.response, example))
+    reference = example.reference if isinstance(example.reference, str) else json.dumps(example.reference, ensure_ascii=False, default=str)
+    return {
+        "query_id": query_key(benchmark.name, record.question),
+        "benchmark": benchmark.name,
+        "split": split,
+        "domain": benchmark.domain,
+        "query": record.question,
+        "reference": reference,
+        "model": record.model,
+        "tool": record.tool,
+        "answer": record.answer,
+        "response": record.response,
+        "score": score,
+        "cost": record.cost,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "latency_s": record.latency_s,
+        "calls": record.calls,
+        "error": record.error or "",
+        "source": "collect",
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+class _Flusher:
+    """Buffers graded rows and appends them to the store in small atomic batches."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self.rows: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+        self.added = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= FLUSH_EVERY or time.monotonic() - self.last > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.added += self.store.append(self.rows)
+            self.rows = []
+        self.last = time.monotonic()
+
+
+async def collect_local(pool: Pool, benchmark: Benchmark, the_plan: CollectPlan, store: RecordStore, split: str,
+                        concurrency: int, on_progress: Callable[[PairRecord], None] | None = None) -> int:
+    """Run the plan in this process; returns rows added."""
+    flusher = _Flusher(store)
+
+    def done(job: PairJob, record: PairRecord) -> None:
+        flusher.add(to_row(benchmark, job.key, record, split))
+        if on_progress:
+            on_progress(record)
+
+    try:
+        await run_pairs(pool, the_plan.jobs, concurrency=concurrency, on_done=done)
+    finally:
+        flusher.flush()
+    return flusher.added
+
+
+def _ray_worker(config: dict[str, Any], jobs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Runs on a Ray worker: rebuild the pool from its config and run a chunk of jobs."""
+    from atlas_router.config import parse_pool_config
+
+    pool = Pool(parse_pool_config(config, "<ray>"))
+
+    async def go() -> list[PairRecord]:
+        try:
+            return await run_pairs(pool, [PairJob(m, t, q) for m, t, q in jobs], concurrency=8)
+        finally:
+            await pool.aclose()
+
+    return [r.to_dict() for r in asyncio.run(go())]
+
+
+def collect_ray(config: PoolConfig, benchmark: Benchmark, the_plan: CollectPlan, store: RecordStore, split: str,
+                address: str, chunk: int = 16, on_progress: Callable[[PairRecord], None] | None = None) -> int:
+    """Run the plan as Ray tasks (``address``: "local" for an in-process cluster, or ray://host:port)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                 include_dashboard=False, log_to_driver=False, **({"num_cpus": 2} if address == "local" else {}))
+    remote = ray.remote(_ray_worker)
+    payload = config.model_dump(mode="json")
+    by_question: dict[tuple[str, str, str], Example] = {(j.model, j.tool, j.question): j.key for j in the_plan.jobs}
+    chunks = [the_plan.jobs[i : i + chunk] for i in range(0, len(the_plan.jobs), chunk)]
+    pending = [remote.remote(payload, [(j.model, j.tool, j.question) for j in c]) for c in chunks]
+    flusher = _Flusher(store)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for data in ray.get(ready[0]):
+                record = PairRecord(**data)
+                flusher.add(to_row(benchmark, by_question[(record.model, record.tool, record.question)], record, split))
+                if on_progress:
+                    on_progress(record)
+    finally:
+        flusher.flush()
+    return flusher.added
