@@ -27,27 +27,29 @@ class Admission:
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self._sem = asyncio.Semaphore(max_concurrency)
+        self.admitted = 0  # running or waiting; counted on entry and exit, so a slot handed over counts once
         self.running = 0
-        self.waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self.admitted - self.running
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a run slot for the body of the ``async with``; raise Rejected when full."""
-        if self._sem.locked():
-            if self.waiting >= self.max_queue:
-                raise Rejected(f"too many requests: {self.running} running and {self.waiting} waiting")
-            self.waiting += 1
+        if self.admitted >= self.max_concurrency + self.max_queue:
+            raise Rejected(f"too many requests: {self.running} running and {self.waiting} waiting")
+        self.admitted += 1
+        try:
             try:
                 await asyncio.wait_for(self._sem.acquire(), self.queue_timeout_s)
             except TimeoutError:
                 raise Rejected(f"waited {self.queue_timeout_s:g}s for a slot") from None
+            self.running += 1
+            try:
+                yield
             finally:
-                self.waiting -= 1
-        else:
-            await self._sem.acquire()
-        self.running += 1
-        try:
-            yield
+                self.running -= 1
+                self._sem.release()
         finally:
-            self.running -= 1
-            self._sem.release()
+            self.admitted -= 1

@@ -1,0 +1,170 @@
+"""The gateway's parts on their own: breaker state machine, admission queue, router decisions, request
+overrides, routed-question assembly."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from atlas_router.config import parse_pool_config
+from atlas_router.serve.admission import Admission, Rejected
+from atlas_router.serve.breaker import BreakerBoard, CircuitBreaker, State
+from atlas_router.serve.controller import GatewayError, Overrides, estimate_cost, question_of
+from atlas_router.serve.registry import DefaultRule, RouterRegistry, call_route, normalise, parse_pair
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_breaker_opens_after_consecutive_failures_and_half_opens_once():
+    clock, changes = Clock(), []
+    b = CircuitBreaker(failures=3, cooldown_s=10, clock=clock, on_change=changes.append)
+    b.failure(); b.failure(); b.success(); b.failure(); b.failure()
+    assert b.state is State.CLOSED  # the success reset the count
+    b.failure()
+    assert b.state is State.OPEN and not b.allow() and b.retry_after_s() == 10
+    clock.t = 9.5
+    assert not b.allow() and b.retry_after_s() == pytest.approx(0.5)
+    clock.t = 10
+    assert b.allow() and not b.allow()  # one trial at a time
+    b.failure()
+    assert b.state is State.OPEN
+    clock.t = 20
+    assert b.allow()
+    b.release()  # the trial never reached the upstream: another may go
+    assert b.allow()
+    b.success()
+    assert b.state is State.CLOSED and b.allow() and b.allow()
+    assert changes == [State.OPEN, State.HALF_OPEN, State.OPEN, State.HALF_OPEN, State.CLOSED]
+
+
+def test_breaker_board_reports_every_model():
+    seen = {}
+    board = BreakerBoard(1, 5, on_change=lambda m, s: seen.__setitem__(m, s))
+    board["a"].failure()
+    board["b"]
+    assert board.states() == {"a": "open", "b": "closed"} and seen == {"a": State.OPEN, "b": State.CLOSED}
+
+
+async def test_admission_queues_then_refuses():
+    adm = Admission(max_concurrency=2, max_queue=1, queue_timeout_s=5)
+    release = asyncio.Event()
+
+    async def hold():
+        async with adm.slot():
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(3)]  # 2 run, 1 waits
+    await asyncio.sleep(0.01)
+    assert (adm.running, adm.waiting) == (2, 1)
+    with pytest.raises(Rejected, match="2 running and 1 waiting"):
+        async with adm.slot():
+            pass
+    release.set()
+    await asyncio.gather(*holders)
+    assert (adm.running, adm.waiting) == (0, 0)
+
+
+async def test_admission_wait_times_out():
+    adm = Admission(max_concurrency=1, max_queue=5, queue_timeout_s=0.05)
+    async with adm.slot():
+        with pytest.raises(Rejected, match="waited"):
+            async with adm.slot():
+                pass
+        assert adm.waiting == 0
+
+
+@dataclass
+class Decision:
+    model: str
+    tool: str
+    utility: float
+    explanation: dict
+
+
+def test_decisions_of_any_shape_normalise_to_a_ranking():
+    import numpy as np
+
+    r = normalise(Decision("m1", "none", np.float32(0.5),
+                           {"cluster": np.int64(4), "distance": np.float64(0.1), "ood": np.bool_(True),
+                            "top_pairs": [("m2", "calc"), {"model": "m1", "tool": "none"}, "m3@@none", "bad"]}))
+    assert r.ranking == [("m1", "none"), ("m2", "calc"), ("m3", "none")]
+    assert r.utility == 0.5 and r.explanation["cluster"] == 4 and r.explanation["ood"] is True
+    assert normalise({"model": "x", "tool": "y", "explanation": "plain words"}).explanation == {"text": "plain words"}
+
+
+def test_call_route_passes_alpha_only_to_routers_that_take_it():
+    class WithAlpha:
+        def route(self, queries, alpha=None):
+            return [{"model": "m", "tool": str(alpha), "explanation": {}} for _ in queries]
+
+    class WithoutAlpha:
+        def route(self, queries):
+            return [{"model": "m", "tool": "t"} for _ in queries]
+
+    class Broken:
+        def route(self, queries):
+            return []
+
+    assert call_route(WithAlpha(), ["q"], 0.3)[0].ranking == [("m", "0.3")]
+    assert call_route(WithoutAlpha(), ["q", "r"], 0.3)[1].ranking == [("m", "t")]
+    with pytest.raises(RuntimeError, match="0 decisions for 1 queries"):
+        call_route(Broken(), ["q"], None)
+
+
+def test_registry_resolves_atlas_to_the_best_loaded_router():
+    cfg = parse_pool_config({"models": [{"name": "a", "backend": "openai", "endpoint": "http://x/v1"}],
+                             "tools": [{"name": "calc", "kind": "calculator"}]})
+    reg = RouterRegistry(DefaultRule(lambda: cfg))
+    name, rule = reg.resolve("atlas")
+    assert name == "default-rule" and rule.route(["q"])[0]["tool"] == "calc"  # no 'none' tool: the first tool
+    cluster, rl = DefaultRule(lambda: cfg), DefaultRule(lambda: cfg)
+    reg.register("atlas-rl", rl)
+    reg.register("atlas-cluster", cluster)
+    assert reg.resolve("atlas") == ("atlas-cluster", cluster) and reg.resolve("atlas-hybrid") is None
+    assert reg.names() == ["atlas", "atlas-cluster", "atlas-rl"]
+    with pytest.raises(ValueError, match="router name must be one of"):
+        reg.register("my-router", cluster)
+
+
+def test_overrides_parse_and_refuse_bad_values():
+    ov = Overrides.parse({"alpha": 0.2, "allowed_pairs": ["a@@none"]}, {"x-atlas-alpha": "0.9", "x-atlas-max-cost": "0.01"})
+    assert ov == Overrides(0.2, 0.01, frozenset({("a", "none")}))  # the body wins over headers
+    assert Overrides.parse(None, {"x-atlas-allowed-pairs": "a@@none, b@@calc"}).allowed_pairs == {("a", "none"), ("b", "calc")}
+    for body, match in [({"alpha": "x"}, "alpha must be a number"), ({"max_cost": -1}, ">= 0"),
+                        ({"allowed_pairs": []}, "non-empty list"), ({"allowed_pairs": ["a@@"]}, "MODEL@@TOOL"),
+                        ({"budget": 1}, "unknown 'atlas' field"), ("fast", "must be an object")]:
+        with pytest.raises(GatewayError, match=match):
+            Overrides.parse(body, {})
+    with pytest.raises(ValueError):
+        parse_pair("a@@b@@c")
+
+
+def test_question_of_keeps_context_and_refuses_empty():
+    assert question_of([{"role": "user", "content": "just this"}]) == "just this"
+    q = question_of([{"role": "system", "content": "be terse"}, {"role": "user", "content": "2+2?"},
+                     {"role": "assistant", "content": "4"},
+                     {"role": "user", "content": [{"type": "text", "text": "and 3+3?"}, {"type": "image_url"}]}])
+    assert q == "Conversation so far:\nsystem: be terse\nuser: 2+2?\nassistant: 4\n\nQuestion: and 3+3?"
+    with pytest.raises(GatewayError, match="no user message"):
+        question_of([{"role": "system", "content": "hi"}])
+    with pytest.raises(GatewayError, match="empty"):
+        question_of([{"role": "user", "content": "  "}])
+
+
+def test_cost_estimate_grows_with_tool_calls_and_price():
+    cfg = parse_pool_config({
+        "models": [{"name": "a", "backend": "openai", "endpoint": "http://x/v1", "price": {"input": 1, "output": 2}}],
+        "tools": [{"name": "none", "kind": "none"}, {"name": "calc", "kind": "calculator"},
+                  {"name": "prm", "kind": "prm", "settings": {"n": 4}}]})
+    one = estimate_cost(cfg, ("a", "none"), 400, 100)
+    assert one == pytest.approx((250 * 1 + 100 * 2) / 1e6)
+    assert estimate_cost(cfg, ("a", "calc"), 400, 100) == pytest.approx(2 * one)
+    assert estimate_cost(cfg, ("a", "prm"), 400, 100) == pytest.approx(4 * one)
