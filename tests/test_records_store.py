@@ -59,6 +59,8 @@ def test_defaults_and_dtypes(tmp_path: Path) -> None:
     assert math.isnan(second["score"]) and second["cost"] == 0.5
     assert first["split"] == "" and first["error"] == ""
     assert (df["schema_version"] == SCHEMA_VERSION).all()
+    only_lists = normalize([{"query": "q", "model": "m", "reference": ["x", 1]}])  # no NaN in the column
+    assert json.loads(only_lists["reference"][0]) == ["x", 1]
 
 
 def test_bad_rows_are_one_line_errors(tmp_path: Path) -> None:

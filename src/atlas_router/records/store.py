@@ -105,7 +105,8 @@ def normalize(rows: pd.DataFrame | Sequence[dict[str, Any]]) -> pd.DataFrame:
             continue
         src = df[col].reset_index(drop=True)
         if dtype == "string":
-            if pd.api.types.is_string_dtype(src.dtype) and not src.isna().any():
+            # fast path only when every cell already is a string (an object column may hold lists)
+            if pd.api.types.is_string_dtype(src) and not src.isna().any():
                 out[col] = src.astype("string")
             else:
                 out[col] = pd.Series([_to_text(v) for v in src], dtype="string")
