@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -95,6 +96,17 @@ def test_math_grader_off_the_main_thread_uses_a_worker_and_bounds_time() -> None
     assert math_grader._worker.ask("1", "\\boxed{1}", timeout_s=5, wall_s=0.0) is False
     assert time.monotonic() - t0 < 5 and worker.poll() is not None
     assert math_grader._worker.ask("1", "\\boxed{1}", timeout_s=5, wall_s=60) is True
+
+
+def test_math_grader_leaves_the_callers_alarm_alone() -> None:
+    old_handler = signal.signal(signal.SIGALRM, lambda *_: None)
+    old_timer = signal.setitimer(signal.ITIMER_REAL, 100.0)
+    try:
+        assert grade("math", "\\boxed{2}", Example(id="1", question="q", reference="2")) == 1.0
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 90  # math-verify's own alarm would have cancelled it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *old_timer)
+        signal.signal(signal.SIGALRM, old_handler)
 
 
 def test_short_answer_normalisation_em_and_f1() -> None:

@@ -100,7 +100,7 @@ def hub_rows(bench: Benchmark, split: str | None) -> Iterator[dict[str, Any]]:
     except ImportError:
         raise BenchmarkError(
             f"benchmark '{bench.name}' downloads from the Hugging Face hub ({bench.hub.path}): install the "
-            "'datasets' package (pip install datasets), or pass a local file with --path"
+            "'datasets' package (pip install 'atlas-router[hub]'), or pass a local file with --path"
         ) from None
     use_split = split or bench.hub.split
     try:

@@ -1,16 +1,19 @@
 """Competition-math answers (MATH, AIME, AMC) checked with math-verify: LaTeX, fractions, boxed answers.
 
 math-verify bounds its own parsing and comparison with ``signal.alarm``, which only works in the main
-thread. Graders also run inside servers and thread pools, so off the main thread the check goes to a
-long-lived worker process (``_math_worker``) under a wall-clock limit; a hung comparison kills the
+thread and cancels any alarm the caller has set. So the check runs in this process only on the main
+thread with no alarm pending; otherwise (servers, thread pools, a test runner's timer) it goes to a
+long-lived worker process (``_math_worker``) under a wall-clock limit: a hung comparison kills the
 worker, not the caller, and the next call starts a fresh one.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import threading
@@ -73,6 +76,10 @@ class _Worker:
             self._buf = b""
         return self._proc
 
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
@@ -111,11 +118,17 @@ class _Worker:
 
 
 _worker = _Worker()
+atexit.register(_worker.close)
+
+
+def _signals_usable() -> bool:
+    """math-verify's alarms are safe here: main thread, and no timer of the caller would be cancelled."""
+    return threading.current_thread() is threading.main_thread() and signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 def safe_verify(gold: str, prediction: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> bool:
     """``verify_answer`` that returns within a bounded time from any thread; False on timeout or error."""
-    if threading.current_thread() is threading.main_thread():
+    if _signals_usable():
         try:
             return verify_answer(gold, prediction, timeout_s)
         except Exception:  # math-verify raises on pathological input: a wrong answer, not a crash
