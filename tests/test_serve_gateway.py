@@ -142,6 +142,8 @@ def test_bad_requests_are_400_in_openai_shape(default_gw):
     r = httpx.post(f"{default_gw}/v1/chat/completions",
                    json={"model": "atlas", "messages": [{"role": "assistant", "content": "no question"}]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "no_user_message"
+    r = httpx.get(f"{default_gw}/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["message"] == "Not Found"
 
 
 def test_router_decision_explanation_and_cluster_come_back(routed_gw):

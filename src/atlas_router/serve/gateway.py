@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
@@ -49,7 +50,11 @@ async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body:
 
 class BodyLimitMiddleware:
     """413 for a request body over ``max_bytes``: at once from Content-Length, or as soon as a chunked
-    body passes the limit (the rest is never read, whatever the app would have answered is dropped)."""
+    body passes the limit (the rest is never read, whatever the app would have answered is dropped).
+
+    Not FastAPI's ``max_body_size``: that one sits outside the auth middleware and answers a declared
+    oversized body with a plain-text 413; this one runs after the key check and answers in the OpenAI
+    error shape every client here parses."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -215,6 +220,11 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     app.state.controller = controller
     app.state.metrics = metrics
     app.state.admission = admission
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Framework errors (unknown path, wrong method) in the OpenAI error shape."""
+        return _error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,183 @@
+"""Load test of the routing gateway against a fast loopback upstream, at 1, 32 and 128 concurrent clients.
+
+The upstream (a fixed-latency OpenAI-compatible app) runs in its own process, and the gateway in another
+(``atlas serve``, pool models pointing at the upstream). Each closed-loop client sends requests one after
+another. For each level it reports throughput and p50/p99 latency calling the upstream directly, then
+through the gateway (model ``atlas``: routing plus pair execution), and the latency the gateway adds. The
+gateway admits ``--max-concurrency`` requests and queues ``--max-queue`` more: levels up to their sum are
+nominal load (no 5xx, no 429 expected); past it the excess must be refused with 429, not crash anything.
+Request counts and time are bounded; everything stays on 127.0.0.1.
+
+    python bench/gateway_load.py [--delay 0.02] [--requests 2000] [--max-concurrency 32] [--max-queue 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+LEVELS = (1, 32, 128)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_upstream(port: int, delay: float) -> None:
+    """Child process: the fixed-latency upstream."""
+    import uvicorn
+    from _loopback import latency_upstream
+
+    uvicorn.run(latency_upstream(delay), host="127.0.0.1", port=port, log_level="warning", backlog=4096)
+
+
+def wait_up(url: str, proc_alive, timeout: float = 60) -> None:
+    """Poll ``url`` until it answers, while the process serving it is alive."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not proc_alive():
+            raise SystemExit(f"server for {url} exited during start-up")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not start in {timeout}s")
+
+
+@dataclass
+class Result:
+    latencies: list[float] = field(default_factory=list)  # of 200 answers
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    @property
+    def throughput(self) -> float:
+        return self.statuses[200] / self.wall_s if self.wall_s else 0.0
+
+
+async def drive(url: str, model: str, clients: int, total: int, time_cap_s: float) -> Result:
+    """``clients`` closed-loop clients sharing ``total`` requests, stopping early at ``time_cap_s``."""
+    res = Result()
+    left = [total]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    deadline = time.perf_counter() + time_cap_s
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        async def client(c: int) -> None:
+            while left[0] > 0 and time.perf_counter() < deadline:
+                left[0] -= 1
+                body = {"model": model, "messages": [{"role": "user", "content": f"What is 2 + 2? ({c}-{left[0]})"}]}
+                t0 = time.perf_counter()
+                try:
+                    r = await http.post(f"{url}/v1/chat/completions", json=body)
+                except httpx.HTTPError as err:
+                    res.errors[type(err).__name__] += 1
+                    continue
+                res.statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    res.latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        res.wall_s = time.perf_counter() - start
+    return res
+
+
+def describe(name: str, r: Result) -> str:
+    codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
+    errs = f" transport-errors {dict(r.errors)}" if r.errors else ""
+    return (f"  {name:<8} {r.throughput:8.1f} req/s  p50 {r.pct(0.5) * 1000:7.1f} ms  "
+            f"p99 {r.pct(0.99) * 1000:7.1f} ms  [{codes}]{errs}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--delay", type=float, default=0.02, help="upstream latency per call, seconds")
+    ap.add_argument("--requests", type=int, default=2000, help="requests per level and target (bounded)")
+    ap.add_argument("--time-cap", type=float, default=30.0, help="seconds per level and target, at most")
+    ap.add_argument("--max-concurrency", type=int, default=32)
+    ap.add_argument("--max-queue", type=int, default=32)
+    args = ap.parse_args()
+
+    up_port, gw_port = free_port(), free_port()
+    upstream_url, gateway_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{gw_port}"
+    ctx = multiprocessing.get_context("spawn")
+    upstream = ctx.Process(target=run_upstream, args=(up_port, args.delay), daemon=True)
+    upstream.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        pool_file, cfg_file = Path(tmp) / "pool.yaml", Path(tmp) / "gateway.yaml"
+        pool_file.write_text(yaml.safe_dump({
+            "models": [{"name": "m", "backend": "openai", "endpoint": f"{upstream_url}/v1", "max_concurrency": 256,
+                        "price": {"input": 0.1, "output": 0.2}, "max_retries": 0}],
+            "tools": [{"name": "none", "kind": "none"}],
+            "cache": {"enabled": False},
+        }))
+        cfg_file.write_text(yaml.safe_dump({"max_concurrency": args.max_concurrency, "max_queue": args.max_queue}))
+        env = {k: v for k, v in os.environ.items() if k != "ATLAS_API_KEYS"}
+        gateway = subprocess.Popen([sys.executable, "-m", "atlas_router", "serve", "--pool", str(pool_file),
+                                    "--config", str(cfg_file), "--port", str(gw_port), "--log-level", "warning",
+                                    "--no-cache"], env=env, stderr=subprocess.DEVNULL)
+        try:
+            wait_up(f"{upstream_url}/v1/models", upstream.is_alive)
+            wait_up(f"{gateway_url}/health", lambda: gateway.poll() is None)
+            asyncio.run(drive(gateway_url, "atlas", 4, 40, 10))  # warm-up: connections, first imports
+            nominal = args.max_concurrency + args.max_queue
+            print(f"gateway load: upstream latency {args.delay * 1000:g} ms; gateway admits {args.max_concurrency} "
+                  f"running + {args.max_queue} queued (nominal load: <= {nominal} clients)")
+            verdicts = []
+            for clients in LEVELS:
+                direct = asyncio.run(drive(upstream_url, "m", clients, args.requests, args.time_cap))
+                routed = asyncio.run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap))
+                print(f"{clients} concurrent client(s):")
+                print(describe("direct", direct))
+                print(describe("gateway", routed))
+                print(f"  added by the gateway: p50 {(routed.pct(0.5) - direct.pct(0.5)) * 1000:+.1f} ms, "
+                      f"p99 {(routed.pct(0.99) - direct.pct(0.99)) * 1000:+.1f} ms; throughput ratio "
+                      f"{routed.throughput / direct.throughput:.2f}x of direct")
+                fivexx = sum(v for k, v in routed.statuses.items() if k >= 500) + sum(routed.errors.values())
+                if clients <= nominal:
+                    ok = fivexx == 0 and routed.statuses[429] == 0
+                    verdicts.append(f"{clients:>4} clients (nominal): {'OK' if ok else 'FAIL'} "
+                                    f"(5xx/transport errors {fivexx}, 429s {routed.statuses[429]})")
+                else:
+                    ok = fivexx == 0 and routed.statuses[429] > 0 and gateway.poll() is None
+                    verdicts.append(f"{clients:>4} clients (overload): {'OK' if ok else 'FAIL'} "
+                                    f"(429s {routed.statuses[429]}, 5xx/transport errors {fivexx}, "
+                                    f"gateway {'alive' if gateway.poll() is None else 'DEAD'})")
+            health = httpx.get(f"{gateway_url}/health", timeout=5).json()
+            print("\n".join(verdicts))
+            print(f"after the run: running {health['running']}, queued {health['queued']}")
+        finally:
+            gateway.terminate()
+            gateway.wait(timeout=30)
+            upstream.terminate()
+            upstream.join(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
