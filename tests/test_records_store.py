@@ -167,3 +167,12 @@ def test_concurrent_writers_do_not_duplicate(tmp_path: Path) -> None:
         added = pool.map(_append_same, [str(tmp_path)] * 3)
     assert sorted(added) == [0, 0, 300]
     assert len(RecordStore(tmp_path)) == 300
+
+
+def test_threads_sharing_a_store_do_not_duplicate(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = RecordStore(tmp_path)
+    with ThreadPoolExecutor(4) as pool:
+        added = list(pool.map(lambda start: store.append(_rows(50, start=start)), [0, 25, 50, 0]))
+    assert sum(added) == 100 and len(store) == 100 and len(store.keys()) == 100

@@ -19,6 +19,7 @@ import fcntl
 import json
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -138,6 +139,7 @@ class RecordStore:
             raise RecordStoreError(f"{self.path}: records store must be a directory, found a file")
         self._keys: set[tuple[str, str, str]] = set()
         self._keyed_parts: set[str] = set()
+        self._mutex = threading.RLock()  # threads sharing this instance; other processes use the file lock
         if (self.path / META_FILE).exists():
             self._check_meta()
 
@@ -179,9 +181,9 @@ class RecordStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Exclusive writer lock across processes (readers never block)."""
+        """Exclusive writer lock across threads and processes (readers never block)."""
         self._ensure_dir()
-        with open(self.path / ".lock", "a+") as fh:
+        with self._mutex, open(self.path / ".lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 self._finish_compaction()
@@ -253,7 +255,8 @@ class RecordStore:
     # -- public API -----------------------------------------------------------------------------
     def keys(self) -> set[tuple[str, str, str]]:
         """Every (query_id, model, tool) present. Cached; only parts new since the last call are read."""
-        return self._retry(self._refresh_keys)
+        with self._mutex:
+            return self._retry(self._refresh_keys)
 
     def _refresh_keys(self) -> set[tuple[str, str, str]]:
         parts = self.parts()
