@@ -138,7 +138,7 @@ def test_overrides_parse_and_refuse_bad_values():
     ov = Overrides.parse({"alpha": 0.2, "allowed_pairs": ["a@@none"]}, {"x-atlas-alpha": "0.9", "x-atlas-max-cost": "0.01"})
     assert ov == Overrides(0.2, 0.01, frozenset({("a", "none")}))  # the body wins over headers
     assert Overrides.parse(None, {"x-atlas-allowed-pairs": "a@@none, b@@calc"}).allowed_pairs == {("a", "none"), ("b", "calc")}
-    for body, match in [({"alpha": "x"}, "alpha must be a number"), ({"max_cost": -1}, ">= 0"),
+    for body, match in [({"alpha": "x"}, "alpha must be a number"), ({"alpha": 1.5}, r"in \[0, 1\]"), ({"max_cost": -1}, ">= 0"),
                         ({"allowed_pairs": []}, "non-empty list"), ({"allowed_pairs": ["a@@"]}, "MODEL@@TOOL"),
                         ({"budget": 1}, "unknown 'atlas' field"), ("fast", "must be an object")]:
         with pytest.raises(GatewayError, match=match):

@@ -25,7 +25,9 @@ def _is_loopback(host: str) -> bool:
 
 def serve(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
-    router: Optional[str] = typer.Option(None, "--router", help="A saved router file (served as atlas-cluster / atlas)."),
+    router: Optional[list[str]] = typer.Option(
+        None, "--router", help="A saved router file (trusted: it is a pickle); repeat for several. A cluster "
+        "router answers to atlas-cluster, a hybrid to atlas-hybrid, ...; 'atlas' takes the best one loaded."),
     config: Optional[str] = typer.Option(None, "--config", help="Gateway settings YAML (limits, timeouts, key digests)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
@@ -37,7 +39,7 @@ def serve(
 
     from atlas_router.serve.auth import KeyRing
     from atlas_router.serve.gateway import create_gateway_app
-    from atlas_router.serve.loaders import router_loaders
+    from atlas_router.serve.loaders import load_routers
     from atlas_router.serve.logs import configure_json_logging, gateway_logger
     from atlas_router.serve.settings import load_gateway_settings
 
@@ -51,7 +53,8 @@ def serve(
                          "in --config (or bind to 127.0.0.1)")
     if not keys.enabled:
         gateway_logger().warning("no API keys configured: the gateway accepts every request on loopback")
-    app = create_gateway_app(pool_path=pool, router_loaders=router_loaders(router), settings=settings, keys=keys,
+    routers, loaders = load_routers(router or [])
+    app = create_gateway_app(pool_path=pool, routers=routers, router_loaders=loaders, settings=settings, keys=keys,
                              use_cache=False if no_cache else None, handle_sighup=True)
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level.lower(), access_log=False,
                 timeout_graceful_shutdown=int(settings.graceful_timeout_s), backlog=2048)

@@ -64,7 +64,11 @@ class Overrides:
         allowed = body.get("allowed_pairs")
         if allowed is None and headers.get("x-atlas-allowed-pairs"):
             allowed = [p.strip() for p in headers["x-atlas-allowed-pairs"].split(",") if p.strip()]
-        return cls(_number("alpha", alpha), _number("max_cost", max_cost), _pairs(allowed))
+        alpha_value = _number("alpha", alpha)
+        if alpha_value is not None and alpha_value > 1:
+            raise GatewayError(400, f"atlas alpha must lie in [0, 1] (0: most accurate, 1: cheapest), got {alpha_value:g}",
+                               code="bad_atlas_field")
+        return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed))
 
 
 def _number(name: str, value: Any) -> float | None:

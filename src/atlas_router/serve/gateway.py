@@ -163,7 +163,7 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
                        use_cache: bool | None = None, handle_sighup: bool = False) -> FastAPI:
     """The gateway app. ``pool`` (else the pool of ``pool_path``, else the embedded default) is what it
     serves; ``routers`` maps gateway names (``atlas-cluster`` ...) to router objects, ``router_loaders``
-    to functions that build them (rebuilt on reload). ``keys`` defaults to the config's digests plus
+    to functions that build them again on reload (and first, for names ``routers`` lacks). ``keys`` defaults to the config's digests plus
     ATLAS_API_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only; the CLI sets it)."""
     settings = settings or GatewaySettings()
     if pool is None:
@@ -172,10 +172,12 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     metrics = GatewayMetrics()
     holder: dict[str, Controller] = {}
     registry = RouterRegistry(DefaultRule(lambda: holder["c"].pool.config))
+    loaders = router_loaders or {}
     for name, router in (routers or {}).items():
-        registry.register(name, router)
-    for name, load in (router_loaders or {}).items():
-        registry.register(name, load(), loader=load)
+        registry.register(name, router, loader=loaders.get(name))
+    for name, load in loaders.items():
+        if name not in (routers or {}):
+            registry.register(name, load(), loader=load)
     controller = Controller(pool, registry, settings, metrics, pool_path=pool_path, use_cache=use_cache)
     holder["c"] = controller
     admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
@@ -204,6 +206,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if handle_sighup and hasattr(signal, "SIGHUP"):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        for name, error in (await asyncio.to_thread(registry.warm)).items():
+            log.warning("router failed its warm-up query", extra={"event": "warm", "router": name, "error": error})
         log.info("gateway started", extra={"event": "start", "models": controller.model_names(),
                                            "routers": registry.names(), "auth": keys.enabled})
         try:

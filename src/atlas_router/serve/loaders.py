@@ -1,28 +1,42 @@
-"""Build the gateway's routers from saved files; the same loaders run again on reload."""
+"""Build the gateway's routers from saved router files; the same loaders run again on reload.
+
+A router file is a joblib pickle (``atlas_router.routers.base``): the gateway loads only the files its
+operator names on the command line, never anything a request sends.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from atlas_router.errors import AtlasError
+from atlas_router.serve.registry import ROUTER_NAMES
 
 
-def load_cluster_router(path: str) -> Any:
-    """A ClusterRouter saved with its ``save`` method."""
-    if not Path(path).exists():
-        raise AtlasError(f"{path}: router file not found")
-    try:
-        from atlas_router.routers.cluster import ClusterRouter
-    except ImportError as err:
-        raise AtlasError(f"cannot load router {path}: the cluster router is not available ({err})") from None
-    return ClusterRouter.load(path)
+def load_router_file(path: str | Path) -> Any:
+    """A router saved with ``Router.save``."""
+    from atlas_router.routers.base import load_router
+
+    return load_router(path)
 
 
-def router_loaders(router_file: str | None) -> dict[str, Callable[[], Any]]:
-    """Loaders by gateway name for the files given on the command line."""
+def gateway_name(router: Any) -> str:
+    """The model name a router answers to: its own when it is a gateway name (atlas-cluster, atlas-rl,
+    atlas-hybrid), else ``atlas`` (a baseline router served as the default)."""
+    name = str(getattr(router, "name", "") or "")
+    return name if name in ROUTER_NAMES else "atlas"
+
+
+def load_routers(paths: Sequence[str | Path]) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """Load every file once: (routers by gateway name, loaders by gateway name for reloads)."""
+    routers: dict[str, Any] = {}
     loaders: dict[str, Callable[[], Any]] = {}
-    if router_file:
-        loaders["atlas-cluster"] = lambda: load_cluster_router(router_file)
-    return loaders
+    for path in paths:
+        router = load_router_file(path)
+        name = gateway_name(router)
+        if name in routers:
+            raise AtlasError(f"{path}: a second router for '{name}'; give one router file per gateway name")
+        routers[name] = router
+        loaders[name] = lambda p=path: load_router_file(p)
+    return routers, loaders

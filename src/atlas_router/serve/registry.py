@@ -207,9 +207,21 @@ class RouterRegistry:
         if loader is not None:
             self._loaders[name] = loader
 
+    def warm(self, routers: dict[str, Any] | None = None) -> dict[str, str]:
+        """Route one query with each router so encoders load before the first request; returns the
+        errors by router name (a router that fails here still gets its chance per request)."""
+        errors = {}
+        for name, router in (self._routers if routers is None else routers).items():
+            try:
+                call_route(router, ["warm-up query"], None)
+            except Exception as err:  # reported, not fatal: requests fall back to the pool order
+                errors[name] = f"{type(err).__name__}: {err}"
+        return errors
+
     def reload(self) -> list[str]:
         """Rebuild every router that came from a file; returns their names. A failure leaves all as they were."""
         fresh = {name: load() for name, load in self._loaders.items()}
+        self.warm(fresh)
         for name, router in fresh.items():
             self._routers[name] = router
         for b in self._batchers.values():
