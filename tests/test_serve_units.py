@@ -168,3 +168,13 @@ def test_cost_estimate_grows_with_tool_calls_and_price():
     assert one == pytest.approx((250 * 1 + 100 * 2) / 1e6)
     assert estimate_cost(cfg, ("a", "calc"), 400, 100) == pytest.approx(2 * one)
     assert estimate_cost(cfg, ("a", "prm"), 400, 100) == pytest.approx(4 * one)
+
+
+def test_shipped_gateway_config_holds_the_defaults():
+    from pathlib import Path
+
+    import atlas_router
+    from atlas_router.serve.settings import GatewaySettings, load_gateway_settings
+
+    shipped = Path(atlas_router.__file__).parent / "resources" / "gateway.yaml"
+    assert load_gateway_settings(shipped) == GatewaySettings()
