@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -158,14 +159,19 @@ def test_refuses_foreign_or_newer_directories(tmp_path: Path) -> None:
         RecordStore(afile)
 
 
-def _append_same(path: str) -> int:
-    return RecordStore(path).append(_rows(300))
+WRITER = """
+import sys
+from atlas_router.records.store import RecordStore
+rows = [{"benchmark": "gsm8k", "query": f"question {i}", "model": "m1", "score": 1.0} for i in range(300)]
+print(RecordStore(sys.argv[1]).append(rows))
+"""
 
 
-def test_concurrent_writers_do_not_duplicate(tmp_path: Path) -> None:
-    with mp.get_context("fork").Pool(3) as pool:
-        added = pool.map(_append_same, [str(tmp_path)] * 3)
-    assert sorted(added) == [0, 0, 300]
+def test_concurrent_writer_processes_do_not_duplicate(tmp_path: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    added = sorted(int(p.communicate(timeout=120)[0]) for p in procs)
+    assert added == [0, 0, 300]
     assert len(RecordStore(tmp_path)) == 300
 
 
