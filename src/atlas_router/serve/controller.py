@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -217,13 +216,12 @@ class Controller:
     """Routing, execution, fallback and breakers for one gateway."""
 
     def __init__(self, pool: Pool, routers: RouterRegistry, settings: GatewaySettings, metrics: GatewayMetrics,
-                 pool_path: str | os.PathLike[str] | None = None, use_cache: bool | None = None) -> None:
+                 pool_loader: Callable[[], Pool] | None = None) -> None:
         self._lease = _PoolLease(pool)
         self.routers = routers
         self.settings = settings
         self.metrics = metrics
-        self.pool_path = pool_path
-        self.use_cache = use_cache
+        self.pool_loader = pool_loader or (lambda: Pool(pool.config))
         self.breakers = BreakerBoard(settings.breaker_failures, settings.breaker_cooldown_s,
                                      on_change=lambda m, s: metrics.circuit.labels(model=m).set(int(s)))
         for spec in pool.config.models:
@@ -376,11 +374,11 @@ class Controller:
                            code="all_pairs_failed", attempts=attempts)
 
     async def reload(self) -> dict[str, Any]:
-        """Load the pool file again and swap it in; in-flight requests finish on the old pool, which is
+        """Load the pool again (from its file; a pool given as an object is rebuilt from its config) and swap it in; in-flight requests finish on the old pool, which is
         closed after them. Routers built from files are rebuilt. A bad file leaves everything as it was."""
         async with self._reload_lock:
             old = self._lease
-            new_pool = await asyncio.to_thread(Pool.load, self.pool_path, self.use_cache)
+            new_pool = await asyncio.to_thread(self.pool_loader)
             reloaded = await asyncio.to_thread(self.routers.reload)
             self._lease = _PoolLease(new_pool)
             for spec in new_pool.config.models:

@@ -162,12 +162,14 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
                        settings: GatewaySettings | None = None, keys: KeyRing | None = None,
                        use_cache: bool | None = None, handle_sighup: bool = False) -> FastAPI:
     """The gateway app. ``pool`` (else the pool of ``pool_path``, else the embedded default) is what it
-    serves; ``routers`` maps gateway names (``atlas-cluster`` ...) to router objects, ``router_loaders``
+    serves; reloads read ``pool_path`` again (a ``pool`` object is rebuilt from its config); ``routers`` maps gateway names (``atlas-cluster`` ...) to router objects, ``router_loaders``
     to functions that build them again on reload (and first, for names ``routers`` lacks). ``keys`` defaults to the config's digests plus
     ATLAS_API_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only; the CLI sets it)."""
     settings = settings or GatewaySettings()
+    pool_loader = None
     if pool is None:
-        pool = Pool.load(pool_path, use_cache=use_cache)
+        pool_loader = lambda: Pool.load(pool_path, use_cache=use_cache)  # noqa: E731 - reload reads the file again
+        pool = pool_loader()
     keys = keys if keys is not None else KeyRing.from_sources(settings.api_keys_sha256)
     metrics = GatewayMetrics()
     holder: dict[str, Controller] = {}
@@ -178,7 +180,7 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     for name, load in loaders.items():
         if name not in (routers or {}):
             registry.register(name, load(), loader=load)
-    controller = Controller(pool, registry, settings, metrics, pool_path=pool_path, use_cache=use_cache)
+    controller = Controller(pool, registry, settings, metrics, pool_loader=pool_loader)
     holder["c"] = controller
     admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
     metrics.in_flight.set_function(lambda: admission.running)
