@@ -18,7 +18,6 @@ import asyncio
 import multiprocessing
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import time
@@ -161,10 +160,14 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
                        router_loaders: dict[str, Callable[[], Any]] | None = None,
                        settings: GatewaySettings | None = None, keys: KeyRing | None = None,
                        use_cache: bool | None = None, handle_sighup: bool = False) -> FastAPI:
-    """The gateway app. ``pool`` (else the pool of ``pool_path``, else the embedded default) is what it
-    serves; reloads read ``pool_path`` again (a ``pool`` object is rebuilt from its config); ``routers`` maps gateway names (``atlas-cluster`` ...) to router objects, ``router_loaders``
-    to functions that build them again on reload (and first, for names ``routers`` lacks). ``keys`` defaults to the config's digests plus
-    ATLAS_API_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only; the CLI sets it)."""
+    """The gateway app.
+
+    ``pool`` (else the pool of ``pool_path``, else the embedded default) is what it serves; a reload reads
+    ``pool_path`` again (a ``pool`` object is rebuilt from its config). ``routers`` maps gateway names
+    (``atlas-cluster`` ...) to router objects; ``router_loaders`` maps them to functions that build them
+    again on reload (and first, for names ``routers`` lacks). ``keys`` defaults to the settings' digests
+    plus ATLAS_API_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only; the CLI sets it).
+    """
     settings = settings or GatewaySettings()
     pool_loader = None
     if pool is None:
@@ -313,9 +316,10 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         except AtlasError as err:
             return _error_response(400, f"reload failed, still serving the previous pool: {err}",
                                    "invalid_request_error", "reload_failed")
+        except Exception as err:  # e.g. a router file that loads but cannot route: keep serving
+            return _error_response(500, f"reload failed ({type(err).__name__}), still serving the previous pool",
+                                   "server_error", "reload_failed")
         return JSONResponse({"status": "reloaded", **summary})
 
     return app
 
-
-logging.getLogger("atlas_router.gateway").addHandler(logging.NullHandler())
