@@ -67,6 +67,7 @@ def bundled_humaneval_path() -> Path:
 
 
 def _rows(bench: Benchmark, split: str | None, path: str | Path | None) -> Iterable[Mapping[str, Any]]:
+    path = path if path is not None else bench.default_path
     if path is not None:
         rows = read_rows(path)
         if split and rows and "split" in rows[0]:

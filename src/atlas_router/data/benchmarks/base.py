@@ -46,6 +46,7 @@ class Benchmark:
     grader_options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     aliases: tuple[str, ...] = ()
+    default_path: str | None = None  # a bundled copy read when no path is given (the demo suite)
 
     def format_prompt(self, example: Example) -> str:
         """The user message a model sees for this example."""

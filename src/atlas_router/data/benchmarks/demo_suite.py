@@ -1,7 +1,8 @@
 """The built-in task suite of ``atlas demo``: forty short questions in four domains, bundled as JSONL.
 
 Each domain is its own benchmark (demo-arithmetic, demo-facts, demo-word-problems, demo-common-sense) so
-that per-benchmark tables mean something, and so each gets the grader its answers need.
+that per-benchmark tables mean something, and so each gets the grader its answers need. They load from
+the bundled files when no path is given: ``atlas collect -b demo-facts --out DIR`` works offline.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from atlas_router.data.benchmarks import find_benchmark, load_benchmark, registe
 from atlas_router.data.benchmarks.base import Benchmark, Example
 from atlas_router.data.benchmarks.registry import question_only, short_answer_prompt
 
-SUITE_PATH = Path(__file__).resolve().parents[2] / "resources" / "tasks" / "demo_suite.jsonl"
+TASKS_DIR = Path(__file__).resolve().parents[2] / "resources" / "tasks"
 
 DOMAINS: dict[str, tuple[str, str]] = {  # benchmark -> (domain, grader)
     "demo-arithmetic": ("arithmetic", "number"),
@@ -30,17 +31,14 @@ def _register() -> None:
                 fields={"id": "id", "question": "question", "reference": "answer"},
                 prompt=question_only if grader == "number" else short_answer_prompt,
                 description=f"atlas demo suite: {domain} questions",
+                default_path=str(TASKS_DIR / f"{name}.jsonl"),
             ))
 
 
-def load_demo_suite(limit_per_benchmark: int | None = None) -> dict[str, tuple[Benchmark, list[Example]]]:
-    """Every demo benchmark with its examples, read from the bundled file."""
+def load_demo_suite() -> dict[str, tuple[Benchmark, list[Example]]]:
+    """Every demo benchmark with its examples, read from the bundled files."""
     _register()
-    out = {}
-    for name, (domain, _) in DOMAINS.items():
-        examples = [e for e in load_benchmark(name, path=SUITE_PATH) if e.meta.get("domain", domain) == domain]
-        out[name] = (find_benchmark(name), examples)
-    return out
+    return {name: (find_benchmark(name), load_benchmark(name)) for name in DOMAINS}
 
 
 _register()
