@@ -55,6 +55,7 @@ class Trajectory:
     turn_spans: list[tuple[int, int]] = field(default_factory=list)
     obs_spans: list[tuple[int, int]] = field(default_factory=list)
     rewards: RewardTerms | None = None
+    format_problems: list[str] | None = None
 
     @property
     def num_routes(self) -> int:
@@ -70,6 +71,7 @@ class Trajectory:
             "routes": [o.to_dict() for o in self.episode.outcomes],
             "cost": self.episode.cost,
             "rewards": self.rewards.to_dict() if self.rewards else None,
+            "format_problems": self.rewards.format_problems if self.rewards else self.format_problems,
             "prompt_tokens": len(self.prompt_ids),
             "response_tokens": len(self.response_ids),
             "policy_tokens": int(sum(self.response_mask)),

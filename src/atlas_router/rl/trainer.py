@@ -117,10 +117,14 @@ class PPOTrainer:
         self.actor_opt: torch.optim.Optimizer | None = None
         self.critic_opt: torch.optim.Optimizer | None = None
         self.warm_start_losses: list[float] = []
+        self._prepared = False
 
     # -- set-up and checkpoints -----------------------------------------------------------------
     async def prepare(self) -> None:
         """Warm-start and freeze the reference once; on a rerun, load it and the last checkpoint."""
+        if self._prepared:
+            return
+        self._prepared = True
         self.dir.mkdir(parents=True, exist_ok=True)
         ref_dir = self.dir / "reference"
         if (ref_dir / "atlas_policy.json").is_file():
