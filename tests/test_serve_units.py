@@ -62,7 +62,10 @@ async def test_admission_queues_then_refuses():
             await release.wait()
 
     holders = [asyncio.create_task(hold()) for _ in range(3)]  # 2 run, 1 waits
-    await asyncio.sleep(0.01)
+    for _ in range(100):
+        if adm.admitted == 3:
+            break
+        await asyncio.sleep(0)
     assert (adm.running, adm.waiting) == (2, 1)
     with pytest.raises(Rejected, match="2 running and 1 waiting"):
         async with adm.slot():

@@ -42,7 +42,8 @@ class Admission:
         self.admitted += 1
         try:
             try:
-                await asyncio.wait_for(self._sem.acquire(), self.queue_timeout_s)
+                async with asyncio.timeout(self.queue_timeout_s):  # no extra task, unlike wait_for
+                    await self._sem.acquire()
             except TimeoutError:
                 raise Rejected(f"waited {self.queue_timeout_s:g}s for a slot") from None
             self.running += 1

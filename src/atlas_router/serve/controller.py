@@ -18,13 +18,14 @@ from typing import Any
 
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
+from atlas_router.execution.record import PairRecord
 from atlas_router.execution.runner import run_pair
 from atlas_router.pool.models.base import SamplingParams
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.breaker import BreakerBoard
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import ChatRequest
-from atlas_router.serve.registry import Pair, RouterRegistry, format_pair, parse_pair
+from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, format_pair, parse_pair
 from atlas_router.serve.settings import GatewaySettings
 
 
@@ -271,7 +272,8 @@ class Controller:
         model = pool.model(req.model)
         start = time.perf_counter()
         try:
-            c = await asyncio.wait_for(model.chat(messages, sampling_of(req)), self.settings.attempt_timeout_s)
+            async with asyncio.timeout(self.settings.attempt_timeout_s):
+                c = await model.chat(messages, sampling_of(req))
         except (AtlasError, TimeoutError) as err:
             breaker.failure()
             self.metrics.upstream_failures.labels(model=req.model).inc()
@@ -294,35 +296,53 @@ class Controller:
         try:
             routed = await batcher.route(question, ov.alpha)
         except Exception as err:  # a router failure must not take the request down: use the pool order
-            routed = None
-            route_error = f"{type(err).__name__}: {err}"
+            self.metrics.errors.labels(kind="router_error").inc()
+            routed = RouteResult([], None, {"router_error": f"{type(err).__name__}: {err}"})
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        ranking, estimates = self._candidates(pool.config, routed, ov, len(question), max_tokens)
         start = time.perf_counter()
-        cfg = pool.config
+        record, attempts = await self._execute(pool, ranking, question, sampling_of(req))
+        if record is None:
+            self._raise_unanswered(attempts)
+        pair = (record.model, record.tool)
+        return Answer(req.model, record.response, record.model, record.tool, router_name, record.input_tokens,
+                      record.output_tokens, record.cost, time.perf_counter() - start, "stop",
+                      routed.utility if routed.ranking[:1] == [pair] else None, routed.explanation, attempts,
+                      estimates[pair], ov, batcher.alpha_supported if ov.alpha is not None else None)
+
+    def _candidates(self, cfg: PoolConfig, routed: RouteResult, ov: Overrides, prompt_chars: int,
+                    max_tokens: int | None) -> tuple[list[Pair], dict[Pair, float]]:
+        """The pairs to try, best first: the router's ranking, then the rest of the pool in its order
+        (pairs the pool no longer has are dropped), filtered by the allowed pairs and the cost budget."""
         pool_pairs = cfg.pairs()
-        ranking = [p for p in (routed.ranking if routed else []) if p in pool_pairs]
-        ranking += [p for p in pool_pairs if p not in ranking]
-        explanation = dict(routed.explanation) if routed else {"router_error": route_error}
+        in_pool = set(pool_pairs)
+        ranking = list(dict.fromkeys(p for p in routed.ranking if p in in_pool))
+        ranking += [p for p in pool_pairs if p not in set(ranking)]
         if ov.allowed_pairs is not None:
-            unknown = sorted(format_pair(p) for p in ov.allowed_pairs if p not in pool_pairs)
+            unknown = sorted(format_pair(p) for p in ov.allowed_pairs if p not in in_pool)
             if unknown:
                 raise GatewayError(400, f"allowed_pairs not in the pool: {', '.join(unknown)}", code="unknown_pair")
             ranking = [p for p in ranking if p in ov.allowed_pairs]
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        estimates = {p: estimate_cost(cfg, p, len(question), max_tokens) for p in ranking}
+        estimates = {p: estimate_cost(cfg, p, prompt_chars, max_tokens) for p in ranking}
         if ov.max_cost is not None:
             ranking = [p for p in ranking if estimates[p] <= ov.max_cost]
             if not ranking:
                 cheapest = min(estimates.values(), default=0.0)
                 raise GatewayError(400, f"no allowed pair fits max_cost {ov.max_cost:g} (cheapest estimate "
                                    f"{cheapest:.3g})", code="over_budget")
+        return ranking, estimates
+
+    async def _execute(self, pool: Pool, ranking: list[Pair], question: str,
+                       params: SamplingParams) -> tuple[PairRecord | None, list[Attempt]]:
+        """Run pairs in ranking order until one answers: at most ``max_attempts`` runs within the request
+        deadline, skipping models whose circuit is open. After a model fails, its other pairs wait until
+        every other model was tried."""
         attempts: list[Attempt] = []
-        deadline = start + self.settings.request_timeout_s
-        params = sampling_of(req)
-        ran = 0
+        deadline = time.perf_counter() + self.settings.request_timeout_s
         pending = list(ranking)
         failed_models: set[str] = set()
+        ran = 0
         while pending and ran < self.settings.max_attempts:
-            # after a model failed, its other pairs wait until every other model was tried
             pair = next((p for p in pending if p[0] not in failed_models), pending[0])
             pending.remove(pair)
             model, tool = pair
@@ -332,6 +352,7 @@ class Controller:
                 continue
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
+                breaker.release()
                 break
             ran += 1
             if ran > 1:
@@ -339,31 +360,32 @@ class Controller:
             t0 = time.perf_counter()
             limit = min(self.settings.attempt_timeout_s, remaining)
             try:
-                record = await asyncio.wait_for(run_pair(pool, model, tool, question, params=params), limit)
+                async with asyncio.timeout(limit):
+                    record = await run_pair(pool, model, tool, question, params=params)
             except TimeoutError:
+                record = None
+                error, outcome, upstream_fault = f"no answer within {limit:.3g}s", "timeout", True
+            except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing)
+                record = None
+                error, outcome, upstream_fault = str(err), "failed", False
+            else:
+                error, outcome = record.error, "failed"
+                upstream_fault = bool(error) and error.startswith(("BackendError", "TimeoutError"))
+            latency = round(time.perf_counter() - t0, 4)
+            if record is not None and not record.error:
+                breaker.success()
+                attempts.append(Attempt(model, tool, "ok", None, latency))
+                return record, attempts
+            if upstream_fault:
                 failed_models.add(model)
                 breaker.failure()
                 self.metrics.upstream_failures.labels(model=model).inc()
-                attempts.append(Attempt(model, tool, "timeout", f"no answer within {limit:.3g}s",
-                                        round(time.perf_counter() - t0, 4)))
-                continue
-            except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency missing)
+            else:
                 breaker.release()
-                attempts.append(Attempt(model, tool, "failed", str(err), round(time.perf_counter() - t0, 4)))
-                continue
-            if record.error:
-                if record.error.startswith(("BackendError", "TimeoutError")):
-                    failed_models.add(model)
-                    breaker.failure()
-                    self.metrics.upstream_failures.labels(model=model).inc()
-                attempts.append(Attempt(model, tool, "failed", record.error, round(record.latency_s, 4)))
-                continue
-            breaker.success()
-            attempts.append(Attempt(model, tool, "ok", None, round(record.latency_s, 4)))
-            return Answer(req.model, record.response, model, tool, router_name, record.input_tokens,
-                          record.output_tokens, record.cost, time.perf_counter() - start, "stop",
-                          routed.utility if routed and routed.ranking[:1] == [pair] else None, explanation, attempts,
-                          estimates[pair], ov, batcher.alpha_supported if ov.alpha is not None else None)
+            attempts.append(Attempt(model, tool, outcome, error, latency))
+        return None, attempts
+
+    def _raise_unanswered(self, attempts: list[Attempt]) -> None:
         if attempts and all(a.outcome == "skipped" for a in attempts):
             wait = min(self.breakers[a.model].retry_after_s() for a in attempts)
             raise GatewayError(503, "every candidate pair's model is failing (circuits open)",

@@ -4,6 +4,9 @@
 ``atlas-cluster``, ``atlas-rl``, ``atlas-hybrid``) routes, a pool model name passes through.
 ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (also SIGHUP).
 Keys are checked and oversized bodies refused in ASGI middleware, before a body is read or parsed.
+
+A streamed reply starts once the chosen pair has finished (a tool loop's final answer does not exist
+before), so its status code and ``x-atlas-*`` headers are real; the text then arrives in chunks.
 """
 
 from __future__ import annotations
