@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -106,13 +107,25 @@ def selection_reward(episode: Episode, optimal: frozenset[tuple[str, str]] | Non
     return 0.0 if ok else cfg.selection_penalty
 
 
+def _reference(text: str) -> Any:
+    """Records keep non-string references JSON-encoded; graders want them decoded."""
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
 def grader_judge(task: Task, prediction: str) -> float:
-    """The benchmark's own grader from ``atlas_router.data.graders``."""
-    try:
-        from atlas_router.data.graders import grade  # type: ignore[attr-defined]
-    except ImportError as err:
-        raise AtlasError(f"no benchmark graders available ({err}); pass a judge") from None
-    return float(grade(task.benchmark, prediction, task.example()))
+    """The benchmark's own grader (``atlas_router.data.graders.grade``) on the policy's answer."""
+    from atlas_router.data.benchmarks.base import Example
+    from atlas_router.data.graders import grade
+
+    if not task.benchmark:
+        raise AtlasError(f"query {task.query_id or task.question[:40]!r} has no benchmark to grade it with")
+    example = Example(id=task.query_id, question=task.question, reference=_reference(task.reference))
+    return float(grade(task.benchmark, prediction, example))
 
 
 def score_episode(episode: Episode, task: Task, pool: PoolView, judge: OutcomeJudge,
