@@ -8,6 +8,7 @@ import typer
 
 from atlas_router.cli.common import load_pool, print_json, run_async
 from atlas_router.execution.runner import run_pair
+from atlas_router.errors import AtlasError
 from atlas_router.execution.validate import read_question, validate_question
 
 
@@ -17,9 +18,17 @@ def ask(
     tool: str = typer.Option("none", "--tool", "-t", help="Pool tool name."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole record as JSON."),
+    router: str = typer.Option("pair", "--router", help="pair: the --model/--tool pair; rl: a routing policy."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="RL policy directory (with --router rl)."),
 ) -> None:
-    """Run QUESTION on one (model, tool) pair."""
+    """Run QUESTION on one (model, tool) pair, or let a trained routing policy route it (--router rl)."""
     question = validate_question(read_question(question))
+    if router == "rl":
+        from atlas_router.rl.inference import ask_cli
+
+        raise typer.Exit(ask_cli(pool, policy, question, as_json))
+    if router != "pair":
+        raise AtlasError(f"unknown --router '{router}'; use pair or rl")
     the_pool = load_pool(pool)
     model_name = model or the_pool.config.models[0].name
     the_pool.model(model_name)  # unknown names and missing keys fail before any work

@@ -82,8 +82,8 @@ def warm_start(model: Any, demos: Sequence[Demo], *, steps: int, batch_size: int
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if log and (step + 1) % max(1, steps // 5) == 0:
-            log(f"warm start {step + 1}/{steps}: loss {float(loss):.3f}")
+            log(f"warm start {step + 1}/{steps}: loss {losses[-1]:.3f}")
     model.eval()
     return losses

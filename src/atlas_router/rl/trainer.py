@@ -252,8 +252,8 @@ class PPOTrainer:
                     vpred = token_values(self.critic, sub)
                     vl, vcf = value_loss(vpred, returns[micro], values[micro], sub.mask, p.value_clip, denominator=denom)
                     vl.backward()
-                    vl_sum += float(vl)
-                    vclip += float(vcf) * float(sub.mask.sum() / denom)
+                    vl_sum += float(vl.detach())
+                    vclip += float(vcf.detach()) * float(sub.mask.sum() / denom)
                 stats["grad_norm_critic"].append(float(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), p.grad_clip)))
                 self.critic_opt.step()
                 stats["value_loss"].append(vl_sum)
@@ -271,10 +271,10 @@ class PPOTrainer:
                     ent_term = (ent * sub.mask).sum() / denom
                     (pl.loss - p.entropy_coef * ent_term).backward()
                     share = float(sub.mask.sum() / denom)
-                    pl_sum += float(pl.loss)
-                    ent_sum += float(ent_term)
-                    cf += float(pl.clipfrac) * share
-                    pkl += float(pl.approx_kl) * share
+                    pl_sum += float(pl.loss.detach())
+                    ent_sum += float(ent_term.detach())
+                    cf += float(pl.clipfrac.detach()) * share
+                    pkl += float(pl.approx_kl.detach()) * share
                 stats["grad_norm_actor"].append(float(torch.nn.utils.clip_grad_norm_(self.actor.parameters(), p.grad_clip)))
                 self.actor_opt.step()
                 stats["policy_loss"].append(pl_sum)

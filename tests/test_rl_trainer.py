@@ -1,0 +1,98 @@
+"""The PPO trainer: one step's bookkeeping, and a run killed mid-way that resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from atlas_router.rl.config import parse_train_config
+from atlas_router.rl.setup import build_parts
+from atlas_router.rl.trainer import PPOTrainer
+from support.rl import single_thread
+
+TINY = {
+    "policy": {"kind": "tiny", "tiny": {"hidden": 32, "intermediate": 64, "heads": 2}},
+    "data": {"suite": True, "max_train_tasks": 40, "max_eval_tasks": 8},
+    "env": {"max_turn_tokens": 32, "max_response_tokens": 128},
+    "ppo": {"steps": 8, "batch_size": 4, "mini_batch_size": 2, "micro_batch_size": 2, "actor_lr": 1e-3,
+            "critic_lr": 1e-3},
+    "warm_start": {"steps": 3, "batch_size": 4},
+    "output": {"checkpoint_every": 1},
+    "threads": 1,
+}
+
+EXPECTED_METRICS = {"reward", "reward_fmt", "reward_out", "reward_sel", "format_valid", "accuracy", "kl",
+                    "entropy", "value_loss", "policy_loss", "routes_per_query", "cost_per_query", "tokens_per_s",
+                    "time_s", "clipfrac"}
+
+
+async def test_one_step_updates_the_actor_and_critic_but_never_the_reference(tmp_path):
+    cfg = parse_train_config({**TINY, "output": {"dir": str(tmp_path / "run"), "checkpoint_every": 1}})
+    with single_thread():
+        parts = build_parts(cfg)
+        trainer = PPOTrainer(cfg, parts)
+        await trainer.prepare()
+        actor0 = {k: v.clone() for k, v in trainer.actor.state_dict().items()}
+        ref0 = {k: v.clone() for k, v in trainer.ref.state_dict().items()}
+        critic0 = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+        row = await trainer.train_step()
+    assert EXPECTED_METRICS <= set(row) and row["step"] == 1
+    assert all(isinstance(row[k], float) for k in EXPECTED_METRICS - {"tokens_per_s"})
+    assert -1.15 - 1e-9 <= row["reward"] <= 1.0 and 0.0 <= row["format_valid"] <= 1.0
+    assert any(not torch.equal(v, trainer.actor.state_dict()[k]) for k, v in actor0.items())
+    assert any(not torch.equal(v, trainer.critic.state_dict()[k]) for k, v in critic0.items())
+    assert all(torch.equal(v, trainer.ref.state_dict()[k]) for k, v in ref0.items())
+    assert row["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout comes from the reference itself
+
+
+def _run(cfg_path: Path, run_dir: Path, report: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "atlas_router", "train-rl", "--config", str(cfg_path), "--dir", str(run_dir),
+         "--json", str(report)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    cfg_path = tmp_path / "rl.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    run_dir, report = tmp_path / "run", tmp_path / "report.json"
+    first = _run(cfg_path, run_dir, report)
+    marker = run_dir / "checkpoints" / "step-000002" / "state.json"
+    deadline = time.time() + 180
+    while not marker.exists():
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert first.returncode == -signal.SIGKILL and not report.exists()
+    ref_stamp = (run_dir / "reference" / "atlas_policy.json").stat().st_mtime_ns
+
+    second = _run(cfg_path, run_dir, report)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    assert "resumed from step-" in err
+    resumed_at = int(err.split("resumed from step-")[1][:6])
+    assert resumed_at >= 2
+    assert "warm start" not in err.split("resumed from")[0]  # the reference was not rebuilt
+    assert (run_dir / "reference" / "atlas_policy.json").stat().st_mtime_ns == ref_stamp
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
+    assert all(EXPECTED_METRICS <= set(r) for r in rows)
+    data = json.loads(report.read_text())
+    assert set(data["before"]) == {"reward", "format_valid", "accuracy"} and data["ppo_steps"] == 8
+    assert (run_dir / "training.png").stat().st_size > 10_000
+    assert (run_dir / "policy" / "atlas_policy.json").is_file() and (run_dir / "policy" / "critic.pt").is_file()
+    kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert kept == ["step-000007", "step-000008"]
