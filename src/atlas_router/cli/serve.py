@@ -28,6 +28,8 @@ def serve(
     router: Optional[list[str]] = typer.Option(
         None, "--router", help="A saved router file (trusted: it is a pickle); repeat for several. A cluster "
         "router answers to atlas-cluster, a hybrid to atlas-hybrid, ...; 'atlas' takes the best one loaded."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="A trained RL policy directory: served as "
+                                         "atlas-rl, and with a cluster router as atlas-hybrid."),
     config: Optional[str] = typer.Option(None, "--config", help="Gateway settings YAML (limits, timeouts, key digests)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
@@ -53,7 +55,7 @@ def serve(
                          "in --config (or bind to 127.0.0.1)")
     if not keys.enabled:
         gateway_logger().warning("no API keys configured: the gateway accepts every request on loopback")
-    routers, loaders = load_routers(router or [])
+    routers, loaders = load_routers(router or [], policy)
     app = create_gateway_app(pool_path=pool, routers=routers, router_loaders=loaders, settings=settings, keys=keys,
                              use_cache=False if no_cache else None, handle_sighup=True)
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level.lower(), access_log=False,

@@ -292,16 +292,28 @@ class Controller:
             raise GatewayError(404, f"router '{req.model}' is not loaded in this gateway; loaded: "
                                f"{', '.join(self.routers.names())}", code="model_not_found")
         router_name, router = resolved
-        batcher = self.routers.batcher(router)
+        policy = getattr(router, "policy", None)  # atlas-rl and atlas-hybrid: a policy may answer first
+        ranker = router if policy is None else (getattr(router, "ranker", None) or self.routers.default)
+        batcher = self.routers.batcher(ranker)
+        start = time.perf_counter()
         try:
             routed = await batcher.route(question, ov.alpha)
         except Exception as err:  # a router failure must not take the request down: use the pool order
             self.metrics.errors.labels(kind="router_error").inc()
             routed = RouteResult([], None, {"router_error": f"{type(err).__name__}: {err}"})
+        first: list[Attempt] = []
+        if policy is not None:
+            reason = router.rl_reason(routed)
+            routed.explanation = {**routed.explanation, "path": "rl" if reason else "cluster", "path_reason": reason}
+            if reason:
+                answer = await self._policy_answer(pool, policy, question, req, router_name, routed, ov, start)
+                if isinstance(answer, Answer):
+                    return answer
+                first.append(answer)
         max_tokens = req.max_completion_tokens or req.max_tokens
         ranking, estimates = self._candidates(pool.config, routed, ov, len(question), max_tokens)
-        start = time.perf_counter()
         record, attempts = await self._execute(pool, ranking, question, sampling_of(req))
+        attempts = first + attempts
         if record is None:
             self._raise_unanswered(attempts)
         pair = (record.model, record.tool)
@@ -309,6 +321,28 @@ class Controller:
                       record.output_tokens, record.cost, time.perf_counter() - start, "stop",
                       routed.utility if routed.ranking[:1] == [pair] else None, routed.explanation, attempts,
                       estimates[pair], ov, batcher.alpha_supported if ov.alpha is not None else None)
+
+    async def _policy_answer(self, pool: Pool, policy: Any, question: str, req: ChatRequest, router_name: str,
+                             routed: RouteResult, ov: Overrides, start: float) -> "Answer | Attempt":
+        """The policy's answer, or the failed Attempt when it gave none (the caller falls back to pairs)."""
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.attempt_timeout_s):
+                result = await policy.answer(question, pool.config)
+        except TimeoutError:
+            return Attempt("policy", "rl", "timeout", f"no answer within {self.settings.attempt_timeout_s:g}s",
+                           round(time.perf_counter() - t0, 4))
+        except Exception as err:  # a broken policy falls back to pairs, like a failed upstream
+            self.metrics.errors.labels(kind="policy_error").inc()
+            return Attempt("policy", "rl", "failed", f"{type(err).__name__}: {err}", round(time.perf_counter() - t0, 4))
+        latency = round(time.perf_counter() - t0, 4)
+        if not result.answer:
+            return Attempt("policy", "rl", "failed", f"the policy gave no answer (finish: {result.finish})", latency)
+        explanation = {**routed.explanation, "routes": result.routes, "finish": result.finish,
+                       "format_problems": result.format_problems}
+        return Answer(req.model, result.answer, "policy", None, router_name, 0, 0, result.cost,
+                      time.perf_counter() - start, "stop", None, explanation,
+                      [Attempt("policy", "rl", "ok", None, latency)], None, ov, None)
 
     def _candidates(self, cfg: PoolConfig, routed: RouteResult, ov: Overrides, prompt_chars: int,
                     max_tokens: int | None) -> tuple[list[Pair], dict[Pair, float]]:

@@ -28,15 +28,35 @@ def gateway_name(router: Any) -> str:
     return name if name in ROUTER_NAMES else "atlas"
 
 
-def load_routers(paths: Sequence[str | Path]) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
-    """Load every file once: (routers by gateway name, loaders by gateway name for reloads)."""
+def load_routers(paths: Sequence[str | Path], policy_dir: str | Path | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, Callable[[], Any]]]:
+    """Load every file once: (routers by gateway name, loaders by gateway name for reloads).
+
+    With ``policy_dir`` (a trained RL policy), ``atlas-rl`` serves it, and with a cluster router too,
+    ``atlas-hybrid`` combines them.
+    """
     routers: dict[str, Any] = {}
     loaders: dict[str, Callable[[], Any]] = {}
+    files: dict[str, str | Path] = {}
     for path in paths:
         router = load_router_file(path)
         name = gateway_name(router)
         if name in routers:
             raise AtlasError(f"{path}: a second router for '{name}'; give one router file per gateway name")
         routers[name] = router
+        files[name] = path
         loaders[name] = lambda p=path: load_router_file(p)
+    if policy_dir is not None:
+        from atlas_router.serve.policy import HybridPathRouter, PolicyRouter
+
+        for name in ("atlas-rl", "atlas-hybrid"):
+            if name in routers:
+                raise AtlasError(f"--policy serves '{name}', and a router file does too; give one of them")
+        policy = PolicyRouter(policy_dir)
+        routers["atlas-rl"] = policy
+        loaders["atlas-rl"] = lambda: PolicyRouter(policy_dir)
+        if "atlas-cluster" in routers:
+            cluster_file = files["atlas-cluster"]
+            routers["atlas-hybrid"] = HybridPathRouter(routers["atlas-cluster"], policy)
+            loaders["atlas-hybrid"] = lambda: HybridPathRouter(load_router_file(cluster_file), PolicyRouter(policy_dir))
     return routers, loaders

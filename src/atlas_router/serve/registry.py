@@ -201,8 +201,8 @@ class RouterRegistry:
     def register(self, name: str, router: Any, loader: Callable[[], Any] | None = None) -> None:
         if name not in ROUTER_NAMES:
             raise ValueError(f"router name must be one of {', '.join(ROUTER_NAMES)}, not {name!r}")
-        if not callable(getattr(router, "route", None)):
-            raise TypeError(f"router {name!r} has no route() method")
+        if not callable(getattr(router, "route", None)) and getattr(router, "policy", None) is None:
+            raise TypeError(f"router {name!r} has no route() method and no policy")
         self._routers[name] = router
         if loader is not None:
             self._loaders[name] = loader
@@ -213,7 +213,10 @@ class RouterRegistry:
         errors = {}
         for name, router in (self._routers if routers is None else routers).items():
             try:
-                call_route(router, ["warm-up query"], None)
+                if callable(getattr(router, "warm", None)):
+                    router.warm()
+                else:
+                    call_route(router, ["warm-up query"], None)
             except Exception as err:  # reported, not fatal: requests fall back to the pool order
                 errors[name] = f"{type(err).__name__}: {err}"
         return errors
@@ -223,7 +226,10 @@ class RouterRegistry:
         fresh = {name: load() for name, load in self._loaders.items()}
         self.warm(fresh)
         for name, router in fresh.items():
+            old = self._routers.get(name)
             self._routers[name] = router
+            if old is not None and callable(getattr(old, "close", None)):
+                old.close()  # e.g. a policy's worker thread
         for b in self._batchers.values():
             b.close()
         self._batchers.clear()
@@ -257,3 +263,6 @@ class RouterRegistry:
         for b in self._batchers.values():
             b.close()
         self._batchers.clear()
+        for router in self._routers.values():
+            if callable(getattr(router, "close", None)):
+                router.close()
