@@ -68,22 +68,27 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def policies(tmp_path_factory):
+    """(folder with the 'answers' and 'random' policies and a cluster router file, upstream URL)."""
     tmp = tmp_path_factory.mktemp("policy")
     with running_server(create_stub_upstream()) as up:
-        pool = http_pool(up, ["cheap", "strong"])
-        train_answering_policy(tmp / "answers", pool, OOD_QUESTION)
+        train_answering_policy(tmp / "answers", http_pool(up, ["cheap", "strong"]), OOD_QUESTION)
         tok = smollm2_tokenizer()
         save_policy(tmp / "random", tok, tiny_model(tok, TinySpec(hidden=32, intermediate=64, heads=2), seed=3),
                     meta=SHORT)
         fit_and_save(tmp / "cluster.joblib", history_winner="strong")
-        routers, loaders = load_routers([tmp / "cluster.joblib"], tmp / "answers")
-        routers["atlas-rl"] = PolicyRouter(tmp / "random")  # atlas-rl: the policy that never answers
-        app = create_gateway_app(pool, routers=routers, router_loaders=loaders, settings=GatewaySettings(),
-                                 keys=KeyRing())
-        with running_server(app) as gw:
-            yield gw
-        routers["atlas-rl"].close()
+        yield tmp, up
+
+
+@pytest.fixture(scope="module")
+def served(policies):
+    tmp, up = policies
+    routers, loaders = load_routers([tmp / "cluster.joblib"], tmp / "answers")
+    routers["atlas-rl"] = PolicyRouter(tmp / "random")  # atlas-rl: the policy that never answers
+    app = create_gateway_app(http_pool(up, ["cheap", "strong"]), routers=routers, router_loaders=loaders,
+                             settings=GatewaySettings(), keys=KeyRing())
+    with running_server(app) as gw:
+        yield gw
 
 
 def _ask(gw: str, model: str, question: str) -> httpx.Response:
@@ -156,6 +161,21 @@ def test_gateway_answers_other_requests_while_a_policy_runs(tmp_path):
     assert response.status_code == 200
     assert episode_s > 0.5 and len(health_s) >= 3, (episode_s, health_s)
     assert max(health_s) < episode_s / 3  # never held up for the length of the episode
+
+
+def test_reload_swaps_in_a_new_policy_and_retires_the_old_one(policies):
+    tmp, up = policies
+    old = PolicyRouter(tmp / "random")
+    app = create_gateway_app(http_pool(up, ["cheap", "strong"]), routers={"atlas-rl": old},
+                             router_loaders={"atlas-rl": lambda: PolicyRouter(tmp / "answers")}, keys=KeyRing())
+    with running_server(app) as gw:
+        before = _ask(gw, "atlas-rl", OOD_QUESTION).json()["atlas"]
+        assert before["attempts"][0]["outcome"] == "failed" and before["pair"] == "cheap@@none"
+        assert httpx.post(f"{gw}/admin/reload").json()["routers"] == ["atlas-rl"]
+        after = _ask(gw, "atlas-rl", OOD_QUESTION)
+        assert after.json()["choices"][0]["message"]["content"] == "42"
+        old.worker._thread.join(timeout=20)
+        assert not old.worker._thread.is_alive()  # the retired policy's thread ended
 
 
 def test_policy_router_refuses_a_directory_without_a_policy(tmp_path):

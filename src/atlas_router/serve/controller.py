@@ -25,7 +25,7 @@ from atlas_router.pool.pool import Pool
 from atlas_router.serve.breaker import BreakerBoard
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import ChatRequest
-from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, format_pair, parse_pair
+from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, close_routers, format_pair, parse_pair
 from atlas_router.serve.settings import GatewaySettings
 
 
@@ -435,7 +435,10 @@ class Controller:
         async with self._reload_lock:
             old = self._lease
             new_pool = await asyncio.to_thread(self.pool_loader)
-            reloaded = await asyncio.to_thread(self.routers.reload)
+            reloaded, retired = await asyncio.to_thread(self.routers.reload)
+            self.routers.drop_batchers()
+            if retired:  # after the requests already routed by them (a policy finishes its episode)
+                asyncio.get_running_loop().run_in_executor(None, close_routers, retired)
             self._lease = _PoolLease(new_pool)
             for spec in new_pool.config.models:
                 self.breakers[spec.name]
@@ -449,6 +452,7 @@ class Controller:
                     "removed": sorted(before - set(models + tools))}
 
     async def aclose(self) -> None:
-        self.routers.close()
+        self.routers.drop_batchers()
+        await asyncio.to_thread(close_routers, self.routers.routers())  # policies finish their episode first
         self._lease.retired = True
         await self._lease.maybe_close()

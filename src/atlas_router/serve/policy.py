@@ -75,14 +75,19 @@ class PolicyWorker:
 
         asyncio.run_coroutine_threadsafe(asyncio.to_thread(_policy, self.policy_dir), self._loop).result()
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 120.0) -> None:
+        """Stop the thread once the episode under way (if any) has finished, waiting at most ``wait_s``."""
         async def shutdown() -> None:
+            if self._lock is not None:
+                await self._lock.acquire()  # queued behind the running episode; never released: closing
             if self._pool is not None:
                 await self._pool.aclose()
 
         if self._loop.is_running():
             try:
-                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=wait_s)
+            except TimeoutError:
+                pass
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(timeout=10)

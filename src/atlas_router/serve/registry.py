@@ -143,6 +143,9 @@ def call_route(router: Any, queries: list[str], alpha: float | None) -> list[Rou
     return [normalise(d) for d in decisions]
 
 
+_CLOSE = object()  # queued by Batcher.close: the worker ends after the requests before it
+
+
 class Batcher:
     """Feeds one router from many concurrent requests, a batch per ``route`` call, in a worker thread."""
 
@@ -166,11 +169,13 @@ class Batcher:
 
     async def _work(self) -> None:
         assert self._queue is not None
-        while True:
+        closing = False
+        while not closing:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            batch = [b for b in batch if not b[2].done()]  # callers that gave up
+            closing = any(b is _CLOSE for b in batch)
+            batch = [b for b in batch if b is not _CLOSE and not b[2].done()]  # skip callers that gave up
             for alpha in dict.fromkeys(b[1] for b in batch):
                 group = [b for b in batch if b[1] == alpha]
                 try:
@@ -185,8 +190,10 @@ class Batcher:
                         b[2].set_result(r)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        """Let the worker answer what is queued, then end (event-loop thread only)."""
+        if self._worker is not None and not self._worker.done() and self._queue is not None:
+            self._queue.put_nowait(_CLOSE)  # type: ignore[arg-type]
+        self._worker = None
 
 
 class RouterRegistry:
@@ -221,19 +228,15 @@ class RouterRegistry:
                 errors[name] = f"{type(err).__name__}: {err}"
         return errors
 
-    def reload(self) -> list[str]:
-        """Rebuild every router that came from a file; returns their names. A failure leaves all as they were."""
+    def reload(self) -> tuple[list[str], list[Any]]:
+        """Rebuild every router that came from a file (blocking: run it in a worker thread) and swap them
+        in; returns their names and the replaced routers, for ``close_routers`` once their requests are
+        done. A failure leaves all as they were."""
         fresh = {name: load() for name, load in self._loaders.items()}
         self.warm(fresh)
-        for name, router in fresh.items():
-            old = self._routers.get(name)
-            self._routers[name] = router
-            if old is not None and callable(getattr(old, "close", None)):
-                old.close()  # e.g. a policy's worker thread
-        for b in self._batchers.values():
-            b.close()
-        self._batchers.clear()
-        return sorted(fresh)
+        retired = [self._routers[n] for n in fresh if n in self._routers]
+        self._routers.update(fresh)
+        return sorted(fresh), retired
 
     def resolve(self, name: str) -> tuple[str, Any] | None:
         """(name of the router used, router) for a gateway model name; None when it names no router."""
@@ -259,10 +262,18 @@ class RouterRegistry:
             self._batchers[key] = Batcher(router, inline=isinstance(router, DefaultRule))
         return self._batchers[key]
 
-    def close(self) -> None:
+    def drop_batchers(self) -> None:
+        """End every batcher once its queue is answered; new ones start on demand (event-loop thread)."""
         for b in self._batchers.values():
             b.close()
         self._batchers.clear()
-        for router in self._routers.values():
-            if callable(getattr(router, "close", None)):
-                router.close()
+
+    def routers(self) -> list[Any]:
+        return list(self._routers.values())
+
+
+def close_routers(routers: list[Any]) -> None:
+    """Release what routers hold (a policy's thread); blocking, so call it off the event loop."""
+    for router in {id(r): r for r in routers}.values():
+        if callable(getattr(router, "close", None)):
+            router.close()
