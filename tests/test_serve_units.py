@@ -181,3 +181,31 @@ def test_shipped_gateway_config_holds_the_defaults():
 
     shipped = Path(atlas_router.__file__).parent / "resources" / "gateway.yaml"
     assert load_gateway_settings(shipped) == GatewaySettings()
+
+
+async def test_batcher_answers_its_queue_before_closing():
+    import threading
+
+    from atlas_router.serve.registry import Batcher
+
+    class SlowRouter:
+        def __init__(self):
+            self.batches = []
+            self.gate = threading.Event()
+
+        def route(self, queries):
+            self.gate.wait(5)
+            self.batches.append(list(queries))
+            return [{"model": "m", "tool": q} for q in queries]
+
+    router = SlowRouter()
+    b = Batcher(router)
+    first = asyncio.create_task(b.route("a", None))
+    await asyncio.sleep(0.05)  # 'a' is being routed; the next ones queue behind it
+    rest = [asyncio.create_task(b.route(q, None)) for q in ("b", "c")]
+    await asyncio.sleep(0)
+    b.close()
+    router.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert [r.ranking for r in results] == [[("m", "a")], [("m", "b")], [("m", "c")]]
+    assert router.batches == [["a"], ["b", "c"]]  # one route() call for what queued meanwhile
