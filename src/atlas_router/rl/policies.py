@@ -133,6 +133,10 @@ class SubsetVocabLM(nn.Module):
     def get_decoder(self) -> nn.Module:
         return self._body
 
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        """The inner model's output; its logits are over ``output_ids`` (head rows), not tokenizer ids."""
+        return self.inner(input_ids=self.index[input_ids], **kwargs)
+
     def get_output_embeddings(self) -> nn.Module:
         return self.inner.get_output_embeddings()
 

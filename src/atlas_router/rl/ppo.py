@@ -64,8 +64,46 @@ def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
     return TokenBatch(input_ids, attention, plens, resp, mask)
 
 
-def _gather_rows(hidden: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
-    idx = batch.source_index()
+def shared_prefix_len(batch: TokenBatch) -> int:
+    """Length of the prefix every row shares (the pool-generated system prompt), kept short of each
+    row's last prompt token so that every response token is predicted from past the prefix."""
+    ids = batch.input_ids
+    if ids.shape[0] < 2:
+        return 0
+    limit = int(batch.prompt_lens.min()) - 1
+    same = (ids[:, :limit] == ids[:1, :limit]).all(dim=0)
+    differ = torch.nonzero(~same)
+    return int(differ[0, 0]) if differ.numel() else max(limit, 0)
+
+
+def body_hidden(body: Any, batch: TokenBatch) -> tuple[torch.Tensor, int]:
+    """(hidden states from position ``offset`` on, offset): the shared prefix is computed once.
+
+    Every trajectory of a batch starts with the same system prompt (it lists the whole pool), often
+    most of the sequence; running it once for the batch and handing its KV cache to every row is
+    exact, gradients included, and saves most of the compute on short trajectories.
+    """
+    p = shared_prefix_len(batch)
+    if p < 8:
+        return body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state, 0
+    from transformers import DynamicCache
+
+    from atlas_router.rl.rollout import _cache_kwarg
+
+    b, t = batch.input_ids.shape
+    cache_kw = _cache_kwarg(body)
+    cache = DynamicCache()
+    body(input_ids=batch.input_ids[:1, :p], attention_mask=batch.attention_mask[:1, :p], use_cache=True,
+         **{cache_kw: cache})
+    cache.batch_repeat_interleave(b)
+    positions = torch.arange(p, t).unsqueeze(0).expand(b, -1)
+    out = body(input_ids=batch.input_ids[:, p:], attention_mask=batch.attention_mask, position_ids=positions,
+               use_cache=True, **{cache_kw: cache})
+    return out.last_hidden_state, p
+
+
+def _gather_rows(hidden: torch.Tensor, batch: TokenBatch, offset: int = 0) -> torch.Tensor:
+    idx = batch.source_index() - offset
     return torch.gather(hidden, 1, idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
 
@@ -76,9 +114,9 @@ def token_logprobs(model: Any, batch: TokenBatch, *, with_entropy: bool = False,
     Only the sampled positions go through the LM head: with a 49k vocabulary the head, not the
     transformer, is most of the cost, and observation tokens need no logits at all.
     """
-    hidden = backbone_of(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    hidden, offset = body_hidden(backbone_of(model), batch)
     sel = batch.mask > 0
-    picked = _gather_rows(hidden, batch)[sel]
+    picked = _gather_rows(hidden, batch, offset)[sel]
     logits = lm_head_of(model)(picked).float()
     if temperature != 1.0:
         logits = logits / temperature
@@ -95,8 +133,9 @@ def token_logprobs(model: Any, batch: TokenBatch, *, with_entropy: bool = False,
 
 def token_values(critic: ValueModel, batch: TokenBatch) -> torch.Tensor:
     """V(state before each response token); zeros where ``mask`` is 0."""
-    values = critic(batch.input_ids, batch.attention_mask)
-    picked = torch.gather(values, 1, batch.source_index())
+    hidden, offset = body_hidden(critic.backbone, batch)
+    values = critic.head(hidden).squeeze(-1)
+    picked = torch.gather(values, 1, batch.source_index() - offset)
     return picked * batch.mask
 
 
@@ -218,7 +257,7 @@ def value_loss(vpreds: torch.Tensor, returns: torch.Tensor, old_values: torch.Te
 
 def sft_loss(model: Any, batch: TokenBatch) -> torch.Tensor:
     """Cross-entropy on the masked response tokens (the supervised warm start)."""
-    hidden = backbone_of(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    hidden, offset = body_hidden(backbone_of(model), batch)
     sel = batch.mask > 0
-    logits = lm_head_of(model)(_gather_rows(hidden, batch)[sel]).float()
+    logits = lm_head_of(model)(_gather_rows(hidden, batch, offset)[sel]).float()
     return F.cross_entropy(logits, head_index(model, batch.responses[sel]))

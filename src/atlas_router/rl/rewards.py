@@ -118,9 +118,14 @@ def _reference(text: str) -> Any:
 
 
 def grader_judge(task: Task, prediction: str) -> float:
-    """The benchmark's own grader (``atlas_router.data.graders.grade``) on the policy's answer."""
+    """The benchmark's own grader (``atlas_router.data.graders.grade``) on the policy's answer; the
+    built-in RL suite's queries use the suite's grader."""
     from atlas_router.data.benchmarks.base import Example
     from atlas_router.data.graders import grade
+    from atlas_router.rl.suite import SUITE_BENCHMARK, suite_judge
+
+    if task.benchmark == SUITE_BENCHMARK:
+        return suite_judge(task, prediction)
 
     if not task.benchmark:
         raise AtlasError(f"query {task.query_id or task.question[:40]!r} has no benchmark to grade it with")

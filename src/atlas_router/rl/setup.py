@@ -18,7 +18,7 @@ from atlas_router.rl.protocol import ROUTE_SEP, PoolView, information_block, sys
 from atlas_router.rl.replay import ReplayExecutor, ReplayTable, Task
 from atlas_router.rl.rewards import OutcomeJudge, RewardConfig, grader_judge
 from atlas_router.rl.rollout import SamplingConfig
-from atlas_router.rl.suite import suite_judge, suite_pool, suite_records
+from atlas_router.rl.suite import suite_pool, suite_records
 
 
 @dataclass
@@ -113,5 +113,5 @@ def build_parts(cfg: TrainConfig, *, tokenizer: Any = None, actor: Any = None) -
                                    max_response_tokens=cfg.env.max_response_tokens)
     reward = RewardConfig(gamma=cfg.reward.gamma, xi=cfg.reward.xi, selection_penalty=cfg.reward.selection_penalty,
                           selection_level=cfg.reward.selection_level)
-    return RunParts(pool_config, pool, records, table, train, evals, suite_judge if cfg.data.suite else grader_judge,
+    return RunParts(pool_config, pool, records, table, train, evals, grader_judge,
                     tokenizer, actor, env, reward, sampling, eval_sampling)

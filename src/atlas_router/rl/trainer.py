@@ -127,10 +127,14 @@ class PPOTrainer:
         self._prepared = True
         self.dir.mkdir(parents=True, exist_ok=True)
         ref_dir = self.dir / "reference"
-        if (ref_dir / "atlas_policy.json").is_file():
-            _, ref_actor, _ = load_policy(ref_dir)
-            self.actor.load_state_dict(ref_actor.state_dict())
-            self.log(f"reference policy loaded from {ref_dir}")
+        ref_meta = ref_dir / "atlas_policy.json"
+        if ref_meta.is_file():
+            if json.loads(ref_meta.read_text()).get("from_config"):
+                self.log("reference policy: the configured initial policy")
+            else:
+                _, ref_actor, _ = load_policy(ref_dir)
+                self.actor.load_state_dict(ref_actor.state_dict())
+                self.log(f"reference policy loaded from {ref_dir}")
         else:
             ws = self.cfg.warm_start
             if ws.steps > 0:
@@ -138,7 +142,12 @@ class PPOTrainer:
                 self.log(f"warm start: {len(demos)} expert trajectories, {ws.steps} steps")
                 self.warm_start_losses = warm_start(self.actor, demos, steps=ws.steps, batch_size=ws.batch_size,
                                                     lr=ws.lr, pad_id=self.pad_id, seed=self.cfg.seed, log=self.log)
-            save_policy(ref_dir, self.tokenizer, self.actor, meta=self._meta())
+                save_policy(ref_dir, self.tokenizer, self.actor, meta=self._meta())
+            else:
+                # Without a warm start the reference is the configured policy itself: rebuilt from the
+                # config on a rerun, so no copy of the weights is written.
+                ref_dir.mkdir(parents=True, exist_ok=True)
+                ref_meta.write_text(json.dumps({"format": "atlas-rl-policy", "from_config": True, **self._meta()}))
         self.ref = frozen_copy(self.actor)
         self.critic = ValueModel.from_actor(self.actor)
         p = self.cfg.ppo
