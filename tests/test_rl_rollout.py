@@ -126,3 +126,46 @@ async def test_an_observation_that_does_not_fit_ends_the_episode():
     t = trajs[0]
     assert t.response_ids == turn1 and t.response_mask == [1] * len(turn1) and t.obs_spans == []
     assert t.episode.finish == "length" and t.episode.turns[-1].observation is None
+
+
+async def test_engine_driven_episode_keeps_generated_ids_and_ends_on_a_policy_token():
+    """The loop veRL drives (``run_token_episode``), fed by a real in-process model."""
+    from atlas_router.rl.agent_episode import local_generate, run_token_episode
+
+    tok = smollm2_tokenizer()
+    vocab = vocab_subset(tok, policy_texts(POOL, RECORDS, 4))
+    model = tiny_model(tok, TinySpec(hidden=32, intermediate=64, heads=2), seed=4, vocab=vocab)
+    env = RoutingEnv(POOL, ReplayExecutor(TABLE), tokenizer=tok)
+    calls: list[tuple[list[int], list[int]]] = []
+    inner = local_generate(model, tok, generator=torch.Generator().manual_seed(5))
+
+    async def generate(context, max_tokens):
+        ids, lps = await inner(context, max_tokens)
+        calls.append((list(context), ids))
+        return ids, lps
+
+    # a scripted first turn (forced route) makes sure an observation gets appended
+    task = TASKS[0]
+    first = tok.encode(f"<think>a</think><search>small-lm@@calculator: {task.question}</search>", add_special_tokens=False)
+
+    async def scripted(context, max_tokens):
+        if not calls:
+            calls.append((list(context), first))
+            return first, None
+        return await generate(context, max_tokens)
+
+    ep = await run_token_episode(scripted, tok, env, task.question, max_turn_tokens=20, response_length=120)
+    assert len(ep.response_ids) <= 120 and ep.response_mask[-1] == 1
+    assert ep.episode.routes_used == 1 and ep.response_ids[: len(first)] == first
+    observations = [t.observation for t in ep.episode.turns if t.observation is not None]
+    pos = 0
+    for context, ids in calls:  # each call saw exactly the prefix so far, and its ids were kept as they came
+        assert context == ep.prompt_ids + ep.response_ids[:pos]
+        assert ep.response_ids[pos : pos + len(ids)] == ids and set(ep.response_mask[pos : pos + len(ids)]) == {1}
+        pos += len(ids)
+        if pos < len(ep.response_ids):  # an observation follows this turn
+            obs_ids = tok.encode(observations.pop(0), add_special_tokens=False)
+            assert ep.response_ids[pos : pos + len(obs_ids)] == obs_ids
+            assert set(ep.response_mask[pos : pos + len(obs_ids)]) == {0}
+            pos += len(obs_ids)
+    assert pos == len(ep.response_ids)

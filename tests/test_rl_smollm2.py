@@ -10,6 +10,7 @@ import torch
 from atlas_router.rl.config import parse_train_config
 from atlas_router.rl.setup import build_parts
 from atlas_router.rl.trainer import PPOTrainer
+from support.rl import single_thread
 
 
 async def test_one_ppo_step_on_smollm2_with_a_tiny_batch(tmp_path):
@@ -17,10 +18,15 @@ async def test_one_ppo_step_on_smollm2_with_a_tiny_batch(tmp_path):
         "policy": {"kind": "smollm2"},
         "data": {"suite": True, "max_train_tasks": 8},
         "env": {"max_turn_tokens": 24, "max_response_tokens": 64},
-        "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "micro_batch_size": 1, "actor_lr": 1e-6,
+        "ppo": {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "micro_batch_size": 2, "actor_lr": 1e-6,
                 "critic_lr": 1e-5},
         "output": {"dir": str(tmp_path / "run")},
     })
+    with single_thread():
+        await _one_step(cfg, tmp_path)
+
+
+async def _one_step(cfg, tmp_path):
     parts = build_parts(cfg)
     assert type(parts.actor).__name__ == "LlamaForCausalLM" and parts.actor.config.num_hidden_layers == 30
     trainer = PPOTrainer(cfg, parts)

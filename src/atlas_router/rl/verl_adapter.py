@@ -21,6 +21,7 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from atlas_router.config import load_pool_config
+from atlas_router.rl.agent_episode import run_token_episode
 from atlas_router.rl.env import LiveExecutor, RoutingEnv
 from atlas_router.rl.protocol import STOP_STRINGS, PoolView
 from atlas_router.rl.replay import ReplayExecutor, ReplayTable, Task
@@ -70,9 +71,6 @@ class AtlasRoutingAgentLoop(AgentLoopBase):
                                       selection_level=kwargs.get("selection_level", "pair"))
         cls.response_length = int(config.actor_rollout_ref.rollout.response_length)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-
     def _task(self, kwargs: dict[str, Any]) -> Task:
         info = dict(kwargs.get("extra_info") or {})
         question = info.get("question")
@@ -85,53 +83,25 @@ class AtlasRoutingAgentLoop(AgentLoopBase):
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         task = self._task(kwargs)
-        env = self.env
-        episode = env.reset(task.question)
-        prompt_ids = await self.loop.run_in_executor(
-            None, lambda: list(self.tokenizer.apply_chat_template(env.messages(task.question), add_generation_prompt=True,
-                                                                  tokenize=True)))
-        response_ids: list[int] = []
-        mask: list[int] = []
-        logprobs: list[float] = []
         request_id = uuid4().hex
-        turns = 0
-        while True:
-            budget = self.response_length - len(response_ids)
-            if budget <= 0:
-                break
-            params = {**sampling_params, "stop": list(STOP_STRINGS), "max_tokens": min(self.max_turn_tokens, budget)}
-            out = await self.server_manager.generate(request_id=request_id, prompt_ids=prompt_ids + response_ids,
-                                                     sampling_params=params)
-            ids, lps = _token_ids(out)
-            turns += 1
-            response_ids += ids
-            mask += [1] * len(ids)
-            logprobs += lps if lps is not None else [0.0] * len(ids)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            truncated = len(ids) >= params["max_tokens"] and not any(s in text for s in STOP_STRINGS)
-            obs = await env.step(episode, text, truncated=truncated)
-            if obs is None:
-                break
-            obs_ids = self.tokenizer.encode(obs, add_special_tokens=False)
-            if len(response_ids) + len(obs_ids) >= self.response_length:
-                # the last token must be the policy's, or its reward cannot reach earlier tokens
-                episode.turns[-1].observation = None
-                episode.done, episode.finish, episode.answer = True, "length", None
-                break
-            response_ids += obs_ids
-            mask += [0] * len(obs_ids)
-            logprobs += [0.0] * len(obs_ids)
+
+        async def generate(context: list[int], max_tokens: int) -> tuple[list[int], list[float] | None]:
+            params = {**sampling_params, "stop": list(STOP_STRINGS), "max_tokens": max_tokens}
+            out = await self.server_manager.generate(request_id=request_id, prompt_ids=context, sampling_params=params)
+            return _token_ids(out)
+
+        ep = await run_token_episode(generate, self.tokenizer, self.env, task.question,
+                                     max_turn_tokens=self.max_turn_tokens, response_length=self.response_length)
         optimal = self.table.optimal_pairs(task.question) if self.table is not None else None
-        terms = score_episode(episode, task, self.pool_view, grader_judge, optimal, self.reward_cfg)
-        n = self.response_length
+        terms = score_episode(ep.episode, task, self.pool_view, grader_judge, optimal, self.reward_cfg)
         return AgentLoopOutput(
-            prompt_ids=prompt_ids,
-            response_ids=response_ids[:n],
-            response_mask=mask[:n],
-            response_logprobs=logprobs[:n] if sampling_params.get("logprobs") else None,
+            prompt_ids=ep.prompt_ids,
+            response_ids=ep.response_ids,
+            response_mask=ep.response_mask,
+            response_logprobs=ep.logprobs if sampling_params.get("logprobs") else None,
             reward_score=terms.total,
-            num_turns=2 * turns,
+            num_turns=2 * ep.turns + 1,
             metrics={},
-            extra_fields={"atlas_reward": terms.to_dict(), "atlas_routes": [o.to_dict() for o in episode.outcomes],
-                          "atlas_cost": episode.cost, "atlas_finish": episode.finish},
+            extra_fields={"atlas_reward": terms.to_dict(), "atlas_routes": [o.to_dict() for o in ep.episode.outcomes],
+                          "atlas_cost": ep.episode.cost, "atlas_finish": ep.episode.finish},
         )
