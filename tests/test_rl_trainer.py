@@ -96,3 +96,26 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert (run_dir / "policy" / "atlas_policy.json").is_file() and (run_dir / "policy" / "critic.pt").is_file()
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert kept == ["step-000007", "step-000008"]
+
+
+def test_shipped_config_holds_the_paper_hyperparameters_and_bad_configs_fail_in_one_line(tmp_path):
+    from atlas_router.errors import ConfigError
+    from atlas_router.rl.config import load_train_config
+
+    shipped = Path(__file__).resolve().parents[1] / "src" / "atlas_router" / "resources" / "rl" / "smollm2_replay.yaml"
+    cfg = load_train_config(shipped)
+    p = cfg.ppo
+    assert (p.steps, p.batch_size, p.actor_lr, p.critic_lr, p.clip, p.value_clip, p.kl_coef, p.kl_type,
+            p.gae_gamma, p.gae_lambda) == (250, 32, 1e-6, 1e-5, 0.2, 0.5, 0.001, "k1", 1.0, 1.0)
+    assert cfg.env.max_routes == 4 and cfg.env.obs_token_cap == 2048 and cfg.reward.selection_penalty == -0.15
+    assert cfg.data.records == str(shipped.parent / "records")  # relative to the file
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {suite: true}\nppo: {clip: -1}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: field 'ppo.clip'"):
+        load_train_config(bad)
+    bad.write_text("data: {}\nppo: {steps: 1}\n")
+    with pytest.raises(ConfigError, match="suite: true' or 'records: DIR'"):
+        load_train_config(bad)
+    proc = subprocess.run([sys.executable, "-m", "atlas_router", "train-rl", "--config", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
