@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from atlas_router.execution.answers import extract_answer
+from atlas_router.execution.images import content_text, redact_images, user_content, with_text
 from atlas_router.execution.prompts import observation_message, system_prompt
 from atlas_router.execution.record import PairRecord
 from atlas_router.pool.models.base import ChatModel, Completion, SamplingParams
@@ -32,6 +33,7 @@ class PairJob:
     tool: str
     question: str
     key: Any = None
+    images: tuple[Any, ...] = ()  # paths, URLs or ImageInputs sent with the question
 
 
 class _Usage:
@@ -54,8 +56,8 @@ class _Usage:
 
 
 async def _run_loop(model: ChatModel, tool: Tool, messages: list[dict[str, Any]], record: PairRecord,
-                    usage: _Usage, params: SamplingParams | None, max_tool_calls: int) -> str:
-    context = ToolContext(question=record.question, model=model, messages=messages)
+                    usage: _Usage, params: SamplingParams | None, max_tool_calls: int, images: list[Any]) -> str:
+    context = ToolContext(question=record.question, model=model, messages=messages, images=images)
     for step in range(max_tool_calls + 1):
         completion = await model.chat(messages, params)
         usage.add(completion)
@@ -70,8 +72,8 @@ async def _run_loop(model: ChatModel, tool: Tool, messages: list[dict[str, Any]]
 
 
 async def _run_best_of_n(model: ChatModel, tool: Any, messages: list[dict[str, Any]], record: PairRecord,
-                         usage: _Usage) -> str:
-    context = ToolContext(question=record.question, model=model, messages=messages)
+                         usage: _Usage, images: list[Any]) -> str:
+    context = ToolContext(question=record.question, model=model, messages=messages, images=images)
     best = await tool.best_of_n(messages, context)
     for c in best.candidates:
         usage.add(c)
@@ -86,8 +88,12 @@ async def _run_best_of_n(model: ChatModel, tool: Any, messages: list[dict[str, A
 
 
 async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
-                   params: SamplingParams | None = None, max_tool_calls: int = MAX_TOOL_CALLS) -> PairRecord:
-    """Run ``question`` on (model, tool). Unknown names raise; every run-time failure is recorded."""
+                   params: SamplingParams | None = None, max_tool_calls: int = MAX_TOOL_CALLS,
+                   images: Sequence[Any] | None = None) -> PairRecord:
+    """Run ``question`` on (model, tool). Unknown names raise; every run-time failure is recorded.
+
+    ``images`` go into the first user message: as image parts for vision models, as descriptions for
+    text-only ones; tools see them in ``ToolContext.images``."""
     chat_model, the_tool = pool.model(model), pool.tool(tool)
     record = PairRecord(model=model, tool=tool, question=question)
     usage = _Usage(chat_model)
@@ -97,21 +103,27 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
         {"role": "user", "content": question},
     ]
     start = time.perf_counter()
+    loaded: list[Any] = []
     try:
+        if images:
+            loaded, messages[-1]["content"] = user_content(question, images, chat_model.spec.vision)
         if the_tool.prefetch and the_tool.mode == "loop":
-            result = await the_tool.run(question, ToolContext(question=question, model=chat_model, messages=messages))
+            context = ToolContext(question=question, model=chat_model, messages=messages, images=loaded)
+            result = await the_tool.run(question, context)
             record.tool_calls.append({"tool": the_tool.name, "input": question, "prefetch": True, **result.to_dict()})
-            messages[-1]["content"] = f"{the_tool.format_observation(result)}\n\nQuestion: {question}"
+            asked = content_text(messages[-1]["content"])
+            messages[-1]["content"] = with_text(messages[-1]["content"],
+                                                f"{the_tool.format_observation(result)}\n\nQuestion: {asked}")
         if the_tool.mode == "best_of_n":
-            final = await _run_best_of_n(chat_model, the_tool, messages, record, usage)
+            final = await _run_best_of_n(chat_model, the_tool, messages, record, usage, loaded)
         else:
-            final = await _run_loop(chat_model, the_tool, messages, record, usage, params, max_tool_calls)
+            final = await _run_loop(chat_model, the_tool, messages, record, usage, params, max_tool_calls, loaded)
         record.response = final
         record.answer = extract_answer(final)
     except Exception as err:  # the run boundary: a failure becomes the record's error, never a lost record
         record.error = f"{type(err).__name__}: {err}"
     record.latency_s = time.perf_counter() - start
-    record.transcript = messages
+    record.transcript = redact_images(messages) if loaded else messages
     usage.fill(record)
     return record
 
@@ -124,7 +136,7 @@ async def run_pairs(pool: Pool, jobs: Iterable[PairJob], *, concurrency: int = 8
 
     async def one(job: PairJob) -> PairRecord:
         async with sem:
-            record = await run_pair(pool, job.model, job.tool, job.question)
+            record = await run_pair(pool, job.model, job.tool, job.question, images=job.images or None)
         if on_done is not None:
             on_done(job, record)
         return record

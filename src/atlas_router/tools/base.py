@@ -39,6 +39,7 @@ class ToolContext:
     question: str = ""
     model: "ChatModel | None" = None
     messages: list[dict[str, Any]] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # the question's ImageInputs (multimodal tools read them)
 
 
 class Tool(ABC):
