@@ -28,14 +28,15 @@ def preset_run(tmp_path_factory):
     return json.loads(report.read_text()), root / "run"
 
 
-def test_tiny_replay_raises_reward_and_format_validity_on_held_out_queries(preset_run):
+def test_tiny_replay_raises_reward_and_format_validity_on_held_out_queries(preset_run, capsys):
     report, run_dir = preset_run
     before, warm, after = report["before"], report["warm_start"], report["after"]
-    print(f"\ntiny-replay on {report['held_out_queries']} held-out queries "
-          f"({report['ppo_steps']} PPO steps, {report['total_seconds']} s):")
-    for name, row in (("before", before), ("after warm start", warm), ("after PPO", after)):
-        print(f"  {name:>16}: reward {row['reward']:+.3f}  format-valid {row['format_valid']:.3f}  "
-              f"accuracy {row['accuracy']:.3f}")
+    with capsys.disabled():  # the numbers are the point of this test: always show them
+        print(f"\ntiny-replay on {report['held_out_queries']} held-out queries "
+              f"({report['ppo_steps']} PPO steps, {report['total_seconds']} s):")
+        for name, row in (("before", before), ("after warm start", warm), ("after PPO", after)):
+            print(f"  {name:>16}: reward {row['reward']:+.3f}  format-valid {row['format_valid']:.3f}  "
+                  f"accuracy {row['accuracy']:.3f}")
     assert after["reward"] > before["reward"] and after["format_valid"] > before["format_valid"]
     assert after["reward"] > warm["reward"]  # PPO itself helps, not only the warm start
     assert (run_dir / "policy" / "atlas_policy.json").is_file() and (run_dir / "training.png").is_file()

@@ -13,7 +13,7 @@ from atlas_router.rl.trainer import PPOTrainer
 from support.rl import single_thread
 
 
-async def test_one_ppo_step_on_smollm2_with_a_tiny_batch(tmp_path):
+async def test_one_ppo_step_on_smollm2_with_a_tiny_batch(tmp_path, capsys):
     cfg = parse_train_config({
         "policy": {"kind": "smollm2"},
         "data": {"suite": True, "max_train_tasks": 8},
@@ -23,10 +23,10 @@ async def test_one_ppo_step_on_smollm2_with_a_tiny_batch(tmp_path):
         "output": {"dir": str(tmp_path / "run")},
     })
     with single_thread():
-        await _one_step(cfg, tmp_path)
+        await _one_step(cfg, tmp_path, capsys)
 
 
-async def _one_step(cfg, tmp_path):
+async def _one_step(cfg, tmp_path, capsys):
     parts = build_parts(cfg)
     assert type(parts.actor).__name__ == "LlamaForCausalLM" and parts.actor.config.num_hidden_layers == 30
     trainer = PPOTrainer(cfg, parts)
@@ -37,8 +37,9 @@ async def _one_step(cfg, tmp_path):
     t0 = time.perf_counter()
     row = await trainer.train_step()
     took = time.perf_counter() - t0
-    print(f"\nSmolLM2-135M PPO step (batch 2, CPU): {took:.1f} s, {row['tokens']} tokens, "
-          f"reward {row['reward']:+.2f}, kl {row['kl']:.2e}, value loss {row['value_loss']:.3f}")
+    with capsys.disabled():
+        print(f"\nSmolLM2-135M PPO step (batch 2, CPU): {took:.1f} s, {row['tokens']} tokens, "
+              f"reward {row['reward']:+.2f}, kl {row['kl']:.2e}, value loss {row['value_loss']:.3f}")
     assert row["step"] == 1 and row["tokens"] > 2 * 100
     for key in ("reward", "kl", "entropy", "value_loss", "policy_loss", "grad_norm_actor", "grad_norm_critic"):
         assert math.isfinite(row[key]), key

@@ -126,6 +126,8 @@ class PPOTrainer:
             return
         self._prepared = True
         self.dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*self.ckpt_dir.glob(".tmp-step-*"), *self.dir.glob(".*.tmp*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # half-written by a run that was killed
         ref_dir = self.dir / "reference"
         ref_meta = ref_dir / "atlas_policy.json"
         if ref_meta.is_file():
