@@ -94,7 +94,11 @@ def load_benchmark(name: str, split: str | None = None, path: str | Path | None 
                              "(use question, reference, choices, id)")
     fields = {**bench.fields, **(field_map or {})}
     examples: list[Example] = []
-    for index, row in enumerate(_rows(bench, split, path)):
+    rows = _rows(bench, split, path)
+    if bench.expand_rows is not None:
+        source = path if path is not None else bench.default_path
+        rows = bench.expand_rows(rows, Path(source).expanduser().resolve().parent if source is not None else None)
+    for index, row in enumerate(rows):
         if limit is not None and len(examples) >= limit:
             break
         examples.append(to_example(bench, row, index, fields))
@@ -108,3 +112,4 @@ __all__ = [
 
 # The built-in demo suite registers its benchmarks on import (after the registry above exists).
 from atlas_router.data.benchmarks import demo_suite as _demo_suite  # noqa: E402,F401
+from atlas_router.data.benchmarks import multimodal as _multimodal  # noqa: E402,F401

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Example attribute -> source field name, or several candidates (the first present wins).
@@ -47,6 +48,9 @@ class Benchmark:
     description: str = ""
     aliases: tuple[str, ...] = ()
     default_path: str | None = None  # a bundled copy read when no path is given (the demo suite)
+    # source rows -> rows, given the data file's directory (None for the hub): one image row with several
+    # questions becomes several rows (TallyQA), image columns become checked references (image benchmarks)
+    expand_rows: Callable[[Iterable[Mapping[str, Any]], Path | None], Iterable[Mapping[str, Any]]] | None = None
 
     def format_prompt(self, example: Example) -> str:
         """The user message a model sees for this example."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from atlas_router.data.graders.choice import extract_choice, grade_choice
 from atlas_router.data.graders.code import extract_code, grade_code
 from atlas_router.data.graders.math import grade_math
+from atlas_router.data.graders.multimodal import count_text, extract_geometry, grade_count, grade_geometry, grade_relaxed
 from atlas_router.data.graders.numeric import extract_number, grade_number
 from atlas_router.data.graders.short_answer import exact_match, grade_short_answer, token_f1
 from atlas_router.errors import AtlasError
@@ -49,6 +50,10 @@ GRADERS: dict[str, Grader] = {
                lambda p, e, **o: grade_short_answer(p, e.reference, **o)),
         Grader("choice", lambda t, e: extract_choice(t, e.choices),
                lambda p, e, **o: grade_choice(p, e.reference, e.choices)),
+        Grader("relaxed", lambda t, e: extract_answer(t), lambda p, e, **o: grade_relaxed(p, e.reference, **o)),
+        Grader("count", lambda t, e: count_text(t), lambda p, e, **o: grade_count(p, e.reference)),
+        Grader("geometry", lambda t, e: extract_geometry(t, e.choices),
+               lambda p, e, **o: grade_geometry(p, e.reference, e.choices)),
     )
 }
 
