@@ -65,7 +65,8 @@ async def run_with_report(cfg: TrainConfig, log: Callable[[str], None] | None = 
     say(f"before: {headline(before)}")
     trainer = PPOTrainer(cfg, parts, log=say)
     await trainer.prepare()
-    warm, _ = await evaluate(parts, parts.actor, parts.eval_tasks, batch_size=bs)
+    # the reference is the policy PPO starts from (warm-started), even when this run resumes later
+    warm, _ = await evaluate(parts, trainer.ref, parts.eval_tasks, batch_size=bs)
     say(f"after warm start: {headline(warm)}")
     t_ppo = time.perf_counter()
     result = await trainer.train()
