@@ -53,7 +53,8 @@ def plan(benchmark: Benchmark, examples: Sequence[Example], pairs: Sequence[tupl
         qid = query_key(benchmark.name, benchmark.format_prompt(ex))
         for model, tool in pairs:
             if (qid, model, tool) not in have:
-                jobs.append(PairJob(model, tool, benchmark.format_prompt(ex), key=ex))
+                jobs.append(PairJob(model, tool, benchmark.format_prompt(ex), key=ex,
+                                    images=tuple(ex.meta.get("images") or ())))  # image benchmarks
     total = len(examples) * len(pairs)
     return CollectPlan(jobs=jobs, done_before=total - len(jobs), total=total)
 
