@@ -106,7 +106,9 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
     loaded: list[Any] = []
     try:
         if images:
-            loaded, messages[-1]["content"] = user_content(question, images, chat_model.spec.vision)
+            # in a thread: fetching URLs and describing images (OCR) must not stall other pairs
+            loaded, messages[-1]["content"] = await asyncio.to_thread(user_content, question, images,
+                                                                      chat_model.spec.vision)
         if the_tool.prefetch and the_tool.mode == "loop":
             context = ToolContext(question=question, model=chat_model, messages=messages, images=loaded)
             result = await the_tool.run(question, context)

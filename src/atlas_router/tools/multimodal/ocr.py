@@ -268,7 +268,8 @@ class OCRTool(Tool):
         self.denoise = None if denoise == "auto" else bool(denoise)
         self.timeout_s = float(self.settings.get("timeout_s", 30.0))
         self.max_chars = int(self.settings.get("max_chars", 4000))
-        if (self.psm != "auto" and not 0 <= int(self.psm) <= 13) or self.rotate not in ("auto", "search", "none") or self.timeout_s <= 0:
+        bad_psm = self.psm != "auto" and not 0 <= int(self.psm) <= 13
+        if bad_psm or self.rotate not in ("auto", "search", "none") or self.timeout_s <= 0:
             raise ValueError("psm must be auto or 0..13, rotate auto|search|none and timeout_s positive")
 
     def usage(self) -> str:
