@@ -22,6 +22,7 @@ app = typer.Typer(
 
 # Modules that define ``register(app)``; order is the order of ``atlas --help``.
 COMMAND_MODULES = [
+    "atlas_router.cli.demo",
     "atlas_router.cli.ask",
     "atlas_router.cli.pool",
     "atlas_router.cli.tool",
