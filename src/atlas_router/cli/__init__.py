@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "atlas_router.cli.records",
     "atlas_router.cli.serve",
     "atlas_router.cli.rl",
+    "atlas_router.cli.calibrate",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,63 @@
+"""``atlas calibrate``: the alpha that meets a cost ceiling or an accuracy floor, checked on held-out queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+
+from atlas_router.errors import AtlasError
+
+
+def records_from_dir(path: Path) -> pd.DataFrame:
+    """All records of a records directory, or a one-line error when there are none."""
+    from atlas_router.records.store import RecordStore
+
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise AtlasError(f"{p}: records directory not found (make one with 'atlas import' or 'atlas collect')")
+    records = RecordStore(p).load()
+    if records.empty:
+        raise AtlasError(f"{p}: no records")
+    return records
+
+
+def calibrate(
+    records: Path = typer.Option(..., "--records", help="Records directory (from 'atlas import' or 'atlas collect')."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Target: mean cost per query at most C."),
+    min_quality: Optional[float] = typer.Option(None, "--min-quality", help="Target: accuracy at least P, at the least cost."),
+    test_size: float = typer.Option(0.3, "--test-size", help="Share of queries held out for the test split."),
+    calib_size: float = typer.Option(0.3, "--calib-size", help="Share of the train queries used to calibrate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the splits, k-means and the bootstrap."),
+    k: int = typer.Option(8, "--k", min=1, help="Number of clusters."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder spec (default: sentence-transformers)."),
+    save_router: Optional[Path] = typer.Option(None, "--save-router", help="Save the calibrated router (alpha set)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report here (and a manifest beside it)."),
+) -> None:
+    """Fit on train, pick alpha on a calibration split for the target, report cost and gain on the test split."""
+    from atlas_router.eval.calibrate import Target, calibrate_prepared, prepare, summary_lines
+    from atlas_router.eval.manifest import run_manifest, write_output
+
+    target = Target(max_cost=max_cost, min_quality=min_quality)
+    frame = records_from_dir(records)
+    prep = prepare(frame, test_size=test_size, calib_size=calib_size, seed=seed, encoder=encoder, k=k)
+    result = calibrate_prepared(prep, target)
+    for line in summary_lines(result.report):
+        typer.echo(line)
+    if save_router is not None:
+        typer.echo(f"router: {result.router.save(save_router)}")
+    if json_out is not None:
+        manifest = run_manifest(
+            "calibrate", data=result.data, records_path=records, encoders={"encoder": prep.encoder},
+            routers={"atlas-cluster": result.router},
+            seeds={"split": seed, "calibration_split": seed + 1, "kmeans": seed, "bootstrap": seed},
+            settings={**prep.settings, "target": result.report["target"]},
+        )
+        out, man = write_output(json_out, result.report, manifest)
+        typer.echo(f"report: {out} (manifest: {man})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)
