@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "atlas_router.cli.serve",
     "atlas_router.cli.rl",
     "atlas_router.cli.calibrate",
+    "atlas_router.cli.sweep",
 ]
 
 for _name in COMMAND_MODULES:
