@@ -425,3 +425,21 @@ def metrics_report(points: Sequence[Point | Mapping[str, float]], outcomes: Quer
     report["baselines"] = tests
     report["per_benchmark"] = mine
     return report
+
+
+def replay_metrics(router: Any, replay: Any, alphas: Sequence[float], alpha: float | None = None,
+                   embedded: Any = None, baselines: Mapping[str, QueryOutcomes] | None = None,
+                   **report_args: Any) -> dict[str, Any]:
+    """Sweep ``router`` over ``alphas`` on a ``ReplayTable``, take its outcomes at ``alpha`` (default: its
+    own), and report every metric against the best single and cheapest pairs (plus ``baselines``)."""
+    from atlas_router.eval.replay import route_inputs, sweep_alpha
+
+    points = as_points(sweep_alpha(router, replay, list(alphas), embedded))
+    a = router.alpha if alpha is None else alpha
+    outcomes = query_outcomes(replay, router.route(route_inputs(router, replay, embedded), alpha=a))
+    refs = references(replay)
+    base = {"best-single": single_pair_outcomes(replay, refs.pairs[refs.best]),
+            "cheapest": single_pair_outcomes(replay, refs.pairs[refs.cheapest]), **dict(baselines or {})}
+    report = metrics_report(points, outcomes, refs, base, **report_args)
+    report["alpha"] = float(a)
+    return report
