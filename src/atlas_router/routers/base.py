@@ -1,0 +1,309 @@
+"""The router interface, scikit-learn style, and the registry of routers by name.
+
+* the constructor only stores settings (``get_params`` lists them);
+* ``fit(records, encoder)`` learns state into attributes ending in ``_`` and returns ``self``;
+* ``route(queries)`` reads that state only: a fitted router is safe to share between threads;
+* ``save(path)`` / ``load_router(path)`` keep a router in one file (joblib) with a manifest saying
+  what it was fitted on: data hash, encoder, settings (K, seed, ...) and library versions.
+
+A router file is a pickle: load only files you made or trust.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import platform
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from atlas_router.errors import AtlasError
+from atlas_router.routers.encoders import Encoder, build_encoder
+from atlas_router.routers.table import Pair, QueryTable, query_table, records_hash
+from atlas_router.routers.utility import check_alpha, cost_scale
+
+FILE_FORMAT = "atlas-router"
+FILE_VERSION = 1
+
+Queries = list[str] | np.ndarray
+
+
+@dataclass
+class Decision:
+    """Where a query goes and why: ``utility`` under the router's alpha, ``explanation`` for humans and logs."""
+
+    model: str
+    tool: str
+    utility: float
+    explanation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pair(self) -> Pair:
+        return (self.model, self.tool)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Router(ABC):
+    """Base of every router. Subclasses implement ``_fit`` and ``_route``."""
+
+    #: registry name (atlas-cluster, knn, ...)
+    name: ClassVar[str] = ""
+    #: route() needs query texts, not embeddings (fine-tuned encoders, LLM routers, oracle)
+    needs_text: ClassVar[bool] = False
+    #: fit() embeds queries with the given encoder
+    uses_encoder: ClassVar[bool] = True
+
+    def __init__(self, alpha: float = 0.5, seed: int = 0) -> None:
+        self.alpha = alpha
+        self.seed = seed
+
+    # -- settings ---------------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor settings by name (what a manifest records and ``clone`` reuses)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+
+    def set_params(self, **params: Any) -> "Router":
+        known = self.get_params()
+        for k, v in params.items():
+            if k not in known:
+                raise AtlasError(f"router '{self.name}' has no setting '{k}' (settings: {', '.join(known)})")
+            setattr(self, k, v)
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "pairs_")
+
+    # -- fitting ----------------------------------------------------------------------------------
+    def fit(self, records: pd.DataFrame, encoder: Encoder | None = None) -> "Router":
+        """Learn from records (one row per query x pair); ``encoder`` embeds their queries."""
+        check_alpha(self.alpha)
+        table = query_table(records)
+        if self.uses_encoder:
+            encoder = encoder or build_encoder(None)
+            self.encoder_spec_ = encoder.spec
+            self.encoder_name_ = encoder.name
+            self._encoder = encoder
+        self.pairs_ = list(table.pairs)
+        self.pair_accuracy_ = table.pooled_accuracy()
+        self.pair_cost_ = table.pooled_cost()
+        self.cost_scale_ = cost_scale(self.pair_cost_)
+        self.data_hash_ = records_hash(records)
+        self.n_queries_ = table.n_queries
+        self.n_records_ = int(len(records))
+        self._fit(table)
+        return self
+
+    @abstractmethod
+    def _fit(self, table: QueryTable) -> None:
+        """Learn state from the query table (the pooled pair stats are already set)."""
+
+    def embed_table(self, table: QueryTable) -> np.ndarray:
+        """Embeddings of the table's queries with the fit-time encoder."""
+        return self.encoder().encode(table.queries)
+
+    # -- routing ----------------------------------------------------------------------------------
+    def route(self, queries: Queries | str, alpha: float | None = None) -> list[Decision]:
+        """One Decision per query; ``queries`` are texts, or embeddings from the router's encoder."""
+        if not self.is_fitted:
+            raise AtlasError(f"router '{self.name}' is not fitted: call fit(records, encoder) or load a router file")
+        a = check_alpha(self.alpha if alpha is None else alpha)
+        if isinstance(queries, str):
+            queries = [queries]
+        if isinstance(queries, np.ndarray) and queries.dtype.kind in "fc":
+            if self.needs_text:
+                raise AtlasError(f"router '{self.name}' routes query texts, not embeddings")
+            if queries.ndim != 2:
+                raise AtlasError(f"embeddings must be a 2-D array, got shape {queries.shape}")
+        else:
+            queries = [str(q) for q in queries]
+        if len(queries) == 0:
+            return []
+        return self._route(queries, a)
+
+    @abstractmethod
+    def _route(self, queries: Queries, alpha: float) -> list[Decision]:
+        """Route a non-empty batch (texts or embeddings) under utility weight ``alpha``."""
+
+    def embed(self, queries: Queries) -> np.ndarray:
+        """Embeddings for texts (encoded now) or embeddings given by the caller (checked)."""
+        if isinstance(queries, np.ndarray) and queries.dtype.kind in "fc":
+            dim = getattr(self, "embedding_dim_", None)
+            if dim is not None and queries.shape[1] != dim:
+                raise AtlasError(
+                    f"embeddings have width {queries.shape[1]}, router '{self.name}' was fitted on width {dim} "
+                    f"({self.encoder_name_})"
+                )
+            return np.asarray(queries, dtype=np.float32)
+        return self.encoder().encode(list(queries))
+
+    def encoder(self) -> Encoder:
+        """The encoder this router was fitted with (rebuilt from its spec after loading)."""
+        enc = getattr(self, "_encoder", None)
+        if enc is None:
+            spec = getattr(self, "encoder_spec_", None)
+            if spec is None:
+                raise AtlasError(f"router '{self.name}' has no encoder")
+            enc = build_encoder(spec)
+            self._encoder = enc
+        return enc
+
+    def set_encoder(self, encoder: Encoder) -> "Router":
+        """Share an already-built encoder (same name as at fit time) instead of rebuilding one."""
+        expected = getattr(self, "encoder_name_", None)
+        if expected is not None and encoder.name != expected:
+            raise AtlasError(f"router was fitted with encoder '{expected}', got '{encoder.name}'")
+        self._encoder = encoder
+        return self
+
+    # -- persistence ------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        """What this router was fitted on and with: enough to reproduce or audit it."""
+        params = {k: _plain(v) for k, v in self.get_params().items()}
+        return {
+            "format": FILE_FORMAT,
+            "format_version": FILE_VERSION,
+            "router": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": params,
+            "k": params.get("k"),
+            "seed": params.get("seed"),
+            "encoder": getattr(self, "encoder_name_", None),
+            "encoder_spec": getattr(self, "encoder_spec_", None),
+            "data_hash": getattr(self, "data_hash_", None),
+            "n_records": getattr(self, "n_records_", None),
+            "n_queries": getattr(self, "n_queries_", None),
+            "pairs": [list(p) for p in getattr(self, "pairs_", [])],
+            "versions": library_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for k in [k for k in state if k.startswith("_")]:  # runtime handles: encoders, models, caches
+            state.pop(k)
+        return state
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted router and its manifest to one file."""
+        import joblib
+
+        if not self.is_fitted:
+            raise AtlasError(f"router '{self.name}' is not fitted; nothing to save")
+        p = Path(path).expanduser()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".tmp-{p.name}")
+        joblib.dump({"manifest": self.manifest(), "router": self}, tmp, compress=3)
+        tmp.replace(p)
+        return p
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    return repr(v)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a fitted router depends on (absent ones are left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("atlas-router", "numpy", "scikit-learn", "pandas", "torch", "sentence-transformers"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    return _load_file(path)["manifest"]
+
+
+def _load_file(path: str | Path) -> dict[str, Any]:
+    import joblib
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise AtlasError(f"{p}: router file not found")
+    try:
+        data = joblib.load(p)
+    except Exception as err:  # truncated, not a joblib file, written by an incompatible version
+        raise AtlasError(f"{p}: not a readable router file ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict) or data.get("manifest", {}).get("format") != FILE_FORMAT:
+        raise AtlasError(f"{p}: not an atlas router file")
+    version = data["manifest"].get("format_version")
+    if version != FILE_VERSION:
+        raise AtlasError(f"{p}: router file format version {version}, this atlas-router reads {FILE_VERSION}")
+    return data
+
+
+def load_router(path: str | Path, encoder: Encoder | None = None) -> Router:
+    """A router saved with ``Router.save``; ``encoder`` shares an already-built one."""
+    router = _load_file(path)["router"]
+    if encoder is not None:
+        router.set_encoder(encoder)
+    return router
+
+
+# -- registry -------------------------------------------------------------------------------------
+# Built-in routers by name, imported on first use so that `atlas route` never imports torch needlessly.
+_BUILTIN: dict[str, str] = {
+    "atlas-cluster": "atlas_router.routers.cluster:ClusterRouter",
+    "random": "atlas_router.routers.baselines.simple:RandomRouter",
+    "best-single": "atlas_router.routers.baselines.simple:BestSingleRouter",
+    "oracle": "atlas_router.routers.baselines.oracle:OracleRouter",
+    "knn": "atlas_router.routers.baselines.knn:KNNRouter",
+    "mlp": "atlas_router.routers.baselines.mlp:MLPRouter",
+    "bert": "atlas_router.routers.baselines.bert:BertRouter",
+    "routerdc": "atlas_router.routers.baselines.routerdc:RouterDCRouter",
+    "zero-shot": "atlas_router.routers.baselines.llm:ZeroShotLLMRouter",
+    "few-shot": "atlas_router.routers.baselines.llm:FewShotLLMRouter",
+}
+_REGISTERED: dict[str, type[Router]] = {}
+
+
+def register_router(cls: type[Router]) -> type[Router]:
+    """Class decorator: make a router available by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a class attribute 'name'")
+    _REGISTERED[cls.name] = cls
+    return cls
+
+
+def router_names() -> list[str]:
+    return list(dict.fromkeys([*_BUILTIN, *_REGISTERED]))
+
+
+def router_class(name: str) -> type[Router]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name not in _BUILTIN:
+        raise AtlasError(f"unknown router '{name}'; known routers: {', '.join(router_names())}")
+    module, _, attr = _BUILTIN[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_router(name: str, **params: Any) -> Router:
+    """A new, unfitted router by registry name with the given settings."""
+    cls = router_class(name)
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise AtlasError(f"router '{name}': {err}") from None
