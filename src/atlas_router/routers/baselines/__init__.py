@@ -1,0 +1,1 @@
+"""Baseline routers on the same records and interface as the cluster router (see ``routers.base``)."""
