@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "atlas_router.cli.tool",
     "atlas_router.cli.collect",
     "atlas_router.cli.records",
+    "atlas_router.cli.routing",
     "atlas_router.cli.serve",
     "atlas_router.cli.rl",
     "atlas_router.cli.calibrate",

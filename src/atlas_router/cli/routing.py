@@ -1,0 +1,214 @@
+"""``atlas fit``, ``atlas route`` and ``atlas eval``: fit a router on records, route questions, compare routers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atlas_router.cli.common import print_json
+from atlas_router.errors import AtlasError
+
+ALIASES = {"cluster": "atlas-cluster"}
+
+
+def load_records(directory: str, what: str):
+    """All records of a RecordStore directory; a clear error when there are none."""
+    from atlas_router.records.store import RecordStore
+
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise AtlasError(f"{what} records directory not found: {path}")
+    df = RecordStore(path).load()
+    if df.empty:
+        raise AtlasError(f"{path}: no records in this store ({what})")
+    return df
+
+
+def _encoder(spec: Optional[str]):
+    from atlas_router.routers.encoders import build_encoder
+
+    return build_encoder(spec)
+
+
+def fit(
+    router: str = typer.Argument("cluster", help="Router to fit: cluster (atlas-cluster), knn, mlp, bert, routerdc, best-single, random."),
+    records: str = typer.Option(..., "--records", help="RecordStore directory to fit on."),
+    out: str = typer.Option(..., "--out", help="Router file to write."),
+    k: int = typer.Option(8, "--k", help="Clusters (cluster router) or neighbours (knn)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Utility weight of cost: U = (1-a) accuracy - a cost."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="sentence-transformers[:MODEL] | openai:MODEL@URL | hashing[:DIM]."),
+    seed: int = typer.Option(0, "--seed"),
+    shrinkage: float = typer.Option(10.0, "--shrinkage", help="Pseudo-count m pulling thin cells towards broader stats."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML: only its pairs are routed (cluster router)."),
+    new_pair: str = typer.Option("exclude", "--new-pair", help="Pool pairs without records: exclude or prior."),
+    prior_accuracy: float = typer.Option(0.5, "--prior-accuracy", help="Accuracy assumed for new pairs (--new-pair prior)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Fit a router on records and save it to one file (with a manifest)."""
+    from atlas_router.routers import make_router
+
+    name = ALIASES.get(router, router)
+    if name in ("oracle", "zero-shot", "few-shot"):
+        raise AtlasError(f"'{router}' cannot be fitted to a file; use atlas eval to compare it")
+    params: dict = {"alpha": alpha, "seed": seed}
+    if name == "atlas-cluster":
+        params.update(k=k, shrinkage=shrinkage, new_pair=new_pair, prior_accuracy=prior_accuracy)
+        if pool:
+            from atlas_router.config import load_pool_config
+
+            params["pool"] = load_pool_config(pool)
+    elif name == "knn":
+        params["k"] = k
+    r = make_router(name, **params)
+    df = load_records(records, "--records")
+    r.fit(df, _encoder(encoder) if r.uses_encoder else None)
+    path = r.save(out)
+    manifest = r.manifest()
+    if as_json:
+        print_json({"file": str(path), **manifest})
+        return
+    typer.echo(f"fitted {name} on {manifest['n_queries']} queries, {len(manifest['pairs'])} pairs "
+               f"(data {manifest['data_hash']}, encoder {manifest['encoder']}) -> {path}")
+    if name == "atlas-cluster":
+        for c in r.cluster_summary():
+            typer.echo(f"  cluster {c['cluster']}: {c['size']} queries, best {c['model']}/{c['tool']} "
+                       f"(accuracy {c['accuracy']:.3f}, cost {c['cost']:.3g})")
+
+
+def route(
+    questions: List[str] = typer.Argument(..., help="Question(s) to route; - reads one from standard input."),
+    router: str = typer.Option(..., "--router", help="Router file written by atlas fit."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Override the router's utility weight."),
+    as_json: bool = typer.Option(False, "--json", help="Print decisions as JSON."),
+    explain: bool = typer.Option(False, "--explain", help="Show why: cluster, distance, top pairs, fallbacks."),
+) -> None:
+    """Route each QUESTION to a (model, tool) pair with a fitted router."""
+    from atlas_router.execution.validate import read_question, validate_question
+    from atlas_router.routers import load_router
+
+    texts = [validate_question(read_question(q)) for q in questions]
+    r = load_router(router)
+    decisions = r.route(texts, alpha=alpha)
+    if as_json:
+        rows = [{"question": q, **(d.to_dict() if explain else {"model": d.model, "tool": d.tool, "utility": d.utility})}
+                for q, d in zip(texts, decisions)]
+        print_json(rows[0] if len(rows) == 1 else rows)
+        return
+    for q, d in zip(texts, decisions):
+        prefix = f"{q[:60]!r}: " if len(texts) > 1 else ""
+        typer.echo(f"{prefix}{d.model} {d.tool}")
+        if explain:
+            e = d.explanation
+            bits = [f"{k}={e[k]}" for k in ("cluster", "distance", "ood", "stats", "alpha") if k in e]
+            typer.echo("  " + " ".join(bits))
+            if e.get("benchmark"):
+                typer.echo("  benchmark: " + ", ".join(f"{b} {p:.2f}" for b, p in e["benchmark"].items()))
+            if e.get("fallback"):
+                typer.echo(f"  fallback: {e['fallback']}")
+            for t in e.get("top", []):
+                n = f" n={t['n']}" if "n" in t else ""
+                typer.echo(f"  {t['model']}/{t['tool']}: accuracy {t['accuracy']:.3f} cost {t['cost']:.3g}{n} "
+                           f"utility {t['utility']:.4f}")
+
+
+def evaluate(
+    train: str = typer.Option(..., "--train", help="RecordStore directory to fit the routers on."),
+    test: Optional[str] = typer.Option(None, "--test", help="RecordStore directory to evaluate on (default: split --train)."),
+    routers: Optional[str] = typer.Option(None, "--routers", help="Comma list of routers (default: all)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Utility weight of cost used for the tables."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write results as JSON to this file (- for stdout)."),
+    report: Optional[str] = typer.Option(None, "--report", help="Write report.md and report.html into this directory."),
+    ood: Optional[str] = typer.Option(None, "--ood", help="Fit only on these benchmarks (comma list); test on all."),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML whose live model runs the zero-/few-shot routers."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Pool model for the LLM routers (default: the first)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder spec shared by the embedding routers."),
+    k: int = typer.Option(8, "--k", help="Clusters of atlas-cluster."),
+    seed: int = typer.Option(0, "--seed"),
+    test_size: float = typer.Option(0.3, "--test-size", help="Held-out fraction of queries when --test is not given."),
+) -> None:
+    """Fit every router on --train, replay them on --test, print tables and write JSON / a report."""
+    from atlas_router.eval.run import parse_router_list, run_evaluation
+    from atlas_router.eval.split import split_records
+    from atlas_router.routers.utility import check_alpha
+
+    check_alpha(alpha)
+    ood_list = [b.strip() for b in ood.split(",") if b.strip()] if ood else None
+    console = Console(stderr=True)
+    chat_model, pool_config, notes = _llm_router_model(pool, llm, console)
+    names = parse_router_list(routers, with_llm=chat_model is not None)
+    train_df = load_records(train, "--train")
+    if test:
+        test_df = load_records(test, "--test")
+    else:
+        train_df, test_df = split_records(train_df, test_size=test_size, seed=seed)
+    ev = run_evaluation(train_df, test_df, names, alpha=alpha, encoder=_encoder(encoder) if encoder else None,
+                        seed=seed, k=k, ood=ood_list, chat_model=chat_model, pool_config=pool_config,
+                        progress=lambda m: console.print(f"[dim]{m}[/]"))
+    ev.notes = notes + ev.notes
+    _print_tables(ev)
+    if json_out:
+        data = ev.to_json()
+        if json_out == "-":
+            print_json(data)
+        else:
+            Path(json_out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(json_out).expanduser().write_text(json.dumps(data, indent=2), encoding="utf-8")
+    if report:
+        from atlas_router.eval.report import write_report
+        from atlas_router.eval.run import cluster_points
+
+        md, page = write_report(ev.to_json(), report, cluster_points=cluster_points(ev))
+        console.print(f"report: {md} and {page}")
+
+
+def _llm_router_model(pool: Optional[str], llm: Optional[str], console: Console):
+    """The pool model that runs the LLM routers, when a pool is given and the model answers."""
+    if not pool:
+        return None, None, []
+    from atlas_router.cli.common import load_pool, run_async
+
+    the_pool = load_pool(pool)
+    name = llm or the_pool.config.models[0].name
+    model = the_pool.model(name)
+    try:
+        run_async(model.ping())
+    except Exception as err:  # an unreachable model skips the LLM routers, it does not stop the evaluation
+        return None, None, [f"zero-shot/few-shot skipped: pool model '{name}' did not answer ({err})"]
+    finally:
+        run_async(model.aclose())
+    console.print(f"[dim]LLM routers use pool model {name}[/]")
+    return model, the_pool.config, []
+
+
+def _print_tables(ev) -> None:
+    console = Console()
+    overall = Table(title=f"all benchmarks ({ev.n_test_queries} test queries, alpha={ev.alpha:g})")
+    for col in ("router", "accuracy", "cost / query", "calls / query", "missing"):
+        overall.add_column(col, justify="left" if col == "router" else "right")
+    for name, r in ev.results.items():
+        o = r.overall
+        overall.add_row(name, f"{o.accuracy:.4f}", f"{o.cost:.3g}", f"{o.calls:.2f}", str(o.missing))
+    console.print(overall)
+    benches = sorted({b for r in ev.results.values() for b in r.per_benchmark})
+    for b in benches:
+        t = Table(title=b)
+        for col in ("router", "accuracy", "cost / query", "calls / query"):
+            t.add_column(col, justify="left" if col == "router" else "right")
+        for name, r in ev.results.items():
+            o = r.per_benchmark.get(b)
+            if o is not None:
+                t.add_row(name, f"{o.accuracy:.4f}", f"{o.cost:.3g}", f"{o.calls:.2f}")
+        console.print(t)
+    for note in ev.notes + [f"{n}: {x}" for n, r in ev.results.items() for x in r.notes]:
+        console.print(f"note: {note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fit")(fit)
+    app.command("route")(route)
+    app.command("eval")(evaluate)
