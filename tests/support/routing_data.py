@@ -1,14 +1,12 @@
 """Records frames for routing tests: the public LLMRouter table, and a synthetic one with several tools.
 
-The LLMRouter table has no token counts, so cost is estimated from text length (4 characters per
-token for the question, a nominal 128 output tokens) times each model's price in default_llm.json.
+The LLMRouter table goes through the project's own importer (``data.importers.read_llmrouter``): cost
+is estimated from text length times each model's price in default_llm.json (see that module).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -19,33 +17,14 @@ from atlas_router.records.schema import query_key
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LLMROUTER = SHARED_DATA / "routing" / "llmrouter"
-OUTPUT_TOKENS = 128
 
 
 def llmrouter_records(directory: Path = LLMROUTER) -> pd.DataFrame:
     """train.json joined with default_query_train.jsonl (task names) and default_llm.json (prices)."""
-    table = json.loads((directory / "train.json").read_text(encoding="utf-8"))
-    tasks: dict[str, str] = {}
-    with open(directory / "default_query_train.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            tasks.setdefault(row["query"], row["task_name"])
-    llms = json.loads((directory / "default_llm.json").read_text(encoding="utf-8"))
-    rows = []
-    for item in table:
-        question = item["question"]
-        bench = tasks.get(question, "")
-        qid = query_key(bench, question)
-        tin = math.ceil(len(question) / 4)
-        for model, score in item["scores"].items():
-            price = llms[model]
-            rows.append({
-                "query_id": qid, "benchmark": bench, "query": question, "model": model, "tool": "none",
-                "score": float(score), "input_tokens": tin, "output_tokens": OUTPUT_TOKENS,
-                "cost": (tin * price["input_price"] + OUTPUT_TOKENS * price["output_price"]) / 1e6,
-                "calls": 1, "source": "llmrouter",
-            })
-    return pd.DataFrame(rows)
+    from atlas_router.data.importers import read_llmrouter
+
+    return read_llmrouter(directory / "train.json", directory / "default_query_train.jsonl",
+                          directory / "default_llm.json").records
 
 
 @functools.lru_cache(maxsize=1)
