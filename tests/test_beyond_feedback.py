@@ -118,3 +118,14 @@ def test_feedback_refuses_bad_input(router_file, encoder, records, tmp_path):
     bad.write_text("{not json")
     with pytest.raises(AtlasError, match="unreadable"):
         FeedbackStore(bad, router_fingerprint(other))
+
+
+def test_online_router_replays_like_its_base(fitted, records):
+    from atlas_router.eval.replay import ReplayTable, evaluate_router
+
+    replay = ReplayTable(records)
+    online = OnlineClusterRouter(fitted)  # feedback in memory only
+    same = evaluate_router("online", online, replay, alpha=0.0)
+    assert same.overall.accuracy == pytest.approx(evaluate_router("base", fitted, replay, alpha=0.0).overall.accuracy)
+    with pytest.raises(AtlasError, match="in memory"):
+        online.store.save()

@@ -93,3 +93,15 @@ def test_lcb_prefers_the_supported_pair(lucky_router):
     assert LCBRouter(lucky_router, method="wilson").route([query])[0].model == "solid"
     with pytest.raises(AtlasError, match="fitted"):
         LCBRouter(ClusterRouter())
+
+
+def test_lcb_router_replays_like_any_router(lucky_router):
+    from atlas_router.eval.replay import ReplayTable, evaluate_router
+
+    records = _lucky_records()
+    replay = ReplayTable(records)
+    lcb = evaluate_router("lcb", LCBRouter(lucky_router), replay, alpha=0.0)
+    plain = evaluate_router("plain", lucky_router, replay, alpha=0.0)
+    # every query: plain picks 'lucky' (no record for most queries: failures), LCB picks 'solid' (0.85)
+    assert lcb.choices == {"solid": replay.table.n_queries}
+    assert lcb.overall.accuracy > plain.overall.accuracy

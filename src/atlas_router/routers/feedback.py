@@ -250,9 +250,18 @@ class OnlineClusterRouter:
     def pairs_(self) -> list[Pair]:
         return list(self.base.pairs_) + [(a["model"], a["tool"]) for a in self.store.added]
 
+    # what replay evaluation (eval.replay) reads of a router
+    uses_encoder = True
+    needs_text = False
+    is_fitted = True
+
     @property
-    def is_fitted(self) -> bool:
-        return True
+    def pair_cost_(self) -> np.ndarray:
+        return np.concatenate([np.asarray(self.base.pair_cost_, float), [a["cost"] for a in self.store.added]])
+
+    @property
+    def encoder_name_(self) -> str | None:
+        return getattr(self.base, "encoder_name_", None)
 
     def add_pair(self, model: str, tool: str = "none", cost: float = 0.0, prior_accuracy: float | None = None) -> None:
         """Make a pair without records routable: prior accuracy, mean cost, and probes in every cluster."""

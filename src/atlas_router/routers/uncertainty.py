@@ -198,9 +198,22 @@ class LCBRouter:
         self.alpha = base.alpha
         self._iv = cell_intervals(base, confidence, thin)
 
+    # what replay evaluation (eval.replay) reads of a router
+    uses_encoder = True
+    needs_text = False
+    is_fitted = True
+
     @property
     def pairs_(self) -> list[tuple[str, str]]:
         return self.base.pairs_
+
+    @property
+    def pair_cost_(self) -> np.ndarray:
+        return self.base.pair_cost_
+
+    @property
+    def encoder_name_(self) -> str | None:
+        return getattr(self.base, "encoder_name_", None)
 
     def route(self, queries: Queries | str, alpha: float | None = None) -> list[Decision]:
         a = check_alpha(self.alpha if alpha is None else alpha)
