@@ -44,15 +44,18 @@ def collect_suite(pool: Pool, store: RecordStore, console: Console, concurrency:
     plans = {name: (bench, collecting.plan(bench, examples, pool.pairs(), store)) for name, (bench, examples) in suite.items()}
     total = sum(p.total for _, p in plans.values())
     done = sum(p.done_before for _, p in plans.values())
-    added = 0
+    async def run_all(progress: Progress, task) -> int:
+        n = 0
+        for name, (bench, the_plan) in plans.items():
+            progress.update(task, description=name)
+            n += await collecting.collect_local(pool, bench, the_plan, store, "", concurrency,
+                                                on_progress=lambda _r: progress.advance(task))
+        return n
+
     with Progress(TextColumn("[bold]collect[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("", total=total, completed=done)
-        for name, (bench, the_plan) in plans.items():
-            progress.update(task, description=name)
-            added += asyncio.run(collecting.collect_local(
-                pool, bench, the_plan, store, "", concurrency, on_progress=lambda _r: progress.advance(task)))
-    return added
+        return asyncio.run(run_all(progress, task))
 
 
 def build_router(name: str, pool: Pool, alpha: float) -> Router:

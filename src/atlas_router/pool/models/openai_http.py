@@ -38,9 +38,14 @@ class OpenAIChatModel(ChatModel):
         self.base_url = spec.endpoint.rstrip("/")
         self._sem = asyncio.Semaphore(spec.max_concurrency)
         self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._key = spec.api_key()  # a named but unset key fails now, not on the first call
 
     def _http(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # clients and semaphores belong to one event loop; callers may use several
+            self._loop, self._client = loop, None
+            self._sem = asyncio.Semaphore(self.spec.max_concurrency)
         if self._client is None:
             headers = {"content-type": "application/json"}
             if self._key:
@@ -70,8 +75,9 @@ class OpenAIChatModel(ChatModel):
         for attempt in range(self.spec.max_retries + 1):
             delay = 0.0
             try:
+                client = self._http()
                 async with self._sem:
-                    response = await self._http().post(url, json=body)
+                    response = await client.post(url, json=body)
                 return self._parse(response, messages)
             except _Retryable as err:
                 last = str(err)
