@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import importlib.util
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,12 @@ def load_transformers(weights: str) -> tuple[Any, Any]:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         os.replace(tmp, converted)
-    except OSError:
-        pass  # a cache we cannot write only costs speed
-    return tokenizer, model
+    except OSError:  # a cache we cannot write only costs speed; another process may have written it first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (converted / "config.json").exists():
+            return tokenizer, model
+    # reload the plain copy: the GGUF-loaded object still calls itself quantized (no .float(), no training)
+    return AutoTokenizer.from_pretrained(str(converted)), AutoModelForCausalLM.from_pretrained(str(converted))
 
 
 class LocalChatModel(ChatModel):
