@@ -88,6 +88,7 @@ class Router(ABC):
         """Learn from records (one row per query x pair); ``encoder`` embeds their queries."""
         check_alpha(self.alpha)
         table = query_table(records)
+        table = table.subset(np.argsort(np.asarray(table.query_ids), kind="stable"))  # row order must not matter
         if self.uses_encoder:
             encoder = encoder or build_encoder(None)
             self.encoder_spec_ = encoder.spec

@@ -45,23 +45,23 @@ class Encoder(ABC):
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts`` as a (len(texts), dim) float32 array with unit-length rows."""
         texts = [t if isinstance(t, str) else str(t) for t in texts]
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return out
-        hits: dict[str, np.ndarray] = self.cache.get_many(self.name, texts) if self.cache else {}
+            return np.zeros((0, self.dim), dtype=np.float32)
+        hits: dict[str, np.ndarray] = self.cache.get_many(self.name, texts) if self.cache is not None else {}
         missing = list(dict.fromkeys(t for t in texts if t not in hits))
         fresh: dict[str, np.ndarray] = {}
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start : start + self.batch_size]
             vecs = l2_normalise(self._encode_batch(batch))
-            if vecs.shape != (len(batch), self.dim):
+            if vecs.ndim != 2 or vecs.shape[0] != len(batch):
                 raise ValueError(f"encoder {self.name} returned shape {vecs.shape} for {len(batch)} texts")
             fresh.update(zip(batch, vecs))
-        if fresh and self.cache:
+        if fresh and self.cache is not None:
             self.cache.put_many(self.name, fresh)
-        for i, t in enumerate(texts):
-            out[i] = hits[t] if t in hits else fresh[t]
-        return out
+        rows = [hits[t] if t in hits else fresh[t] for t in texts]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError(f"encoder {self.name} returned embeddings of different widths")
+        return np.stack(rows).astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"
