@@ -3,8 +3,8 @@
 - ``ok``: answers "pong" with usage;
 - ``nousage``: answers without a usage field (the client must count tokens itself);
 - ``fail``: HTTP 500 every time;
-- ``flaky``: HTTP 503 on every other request (odd-numbered), fine otherwise;
-- ``ratelimit``: 429 with Retry-After on the first request of each conversation, then fine;
+- ``flaky``: HTTP 503 on the first try of each question, fine on the retry (half of all requests fail);
+- ``ratelimit``: 429 with Retry-After on the first try of each question, fine on the retry;
 - ``stall``: never answers within any sane timeout;
 - ``malformed``: 200 with a body that is not JSON;
 - ``badshape``: 200 with JSON lacking ``choices``;
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 
 from fastapi import FastAPI, Request
@@ -23,7 +22,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 def create_faulty_app() -> FastAPI:
     app = FastAPI()
-    counter = itertools.count()
     seen: Counter[str] = Counter()
     app.state.requests = seen
 
@@ -32,7 +30,6 @@ def create_faulty_app() -> FastAPI:
         body = await request.json()
         model = body.get("model", "ok")
         seen[model] += 1
-        n = next(counter)
         text = "pong"
         ok = {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": f"{text}. Final answer: 42"}, "finish_reason": "stop"}],
@@ -46,9 +43,13 @@ def create_faulty_app() -> FastAPI:
         if model == "fail":
             return JSONResponse({"error": {"message": "internal failure"}}, status_code=500)
         if model == "flaky":
-            return JSONResponse({"error": {"message": "busy"}}, status_code=503) if n % 2 else ok
+            key = f"flaky|{body['messages'][-1].get('content')}"
+            seen[key] += 1
+            return JSONResponse({"error": {"message": "busy"}}, status_code=503) if seen[key] % 2 else ok
         if model == "ratelimit":
-            if seen[model] % 2 == 1:
+            key = f"ratelimit|{body['messages'][-1].get('content')}"
+            seen[key] += 1
+            if seen[key] % 2 == 1:
                 return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "0"})
             return ok
         if model == "stall":
