@@ -136,23 +136,40 @@ def route_inputs(router: Router, replay: ReplayTable, embedded: Embedded | None)
 
 
 def evaluate_router(name: str, router: Router, replay: ReplayTable, embedded: Embedded | None = None,
-                    alpha: float | None = None) -> RouterResult:
-    """Route every test query once and score the choices from the records."""
+                    alpha: float | None = None, predicted: np.ndarray | None = None) -> RouterResult:
+    """Route every test query once and score the choices from the records.
+
+    ``predicted``: accuracies a score-predicting router already made for these queries (reused).
+    """
     t0 = time.perf_counter()
-    decisions = router.route(route_inputs(router, replay, embedded), alpha=alpha)
+    if predicted is not None:
+        decisions = router.decide(predicted, router.alpha if alpha is None else alpha)
+    else:
+        decisions = router.route(route_inputs(router, replay, embedded), alpha=alpha)
     elapsed = time.perf_counter() - t0
     result = replay.summarise(name, decisions, router, alpha)
     result.route_s = elapsed
     return result
 
 
-def sweep_alpha(router: Router, replay: ReplayTable, alphas: list[float],
-                embedded: Embedded | None = None) -> list[dict[str, float]]:
-    """Accuracy and cost per query at each alpha: the router's accuracy-cost frontier."""
+def predict_once(router: Router, replay: ReplayTable, embedded: Embedded | None = None) -> np.ndarray | None:
+    """Predicted accuracies of a score-predicting router for the test queries (None for other routers)."""
     from atlas_router.routers.baselines.common import ScoreRouter
 
+    if not isinstance(router, ScoreRouter):
+        return None
+    return router.predict_accuracy(route_inputs(router, replay, embedded))
+
+
+def sweep_alpha(router: Router, replay: ReplayTable, alphas: list[float],
+                embedded: Embedded | None = None, predicted: np.ndarray | None = None) -> list[dict[str, float]]:
+    """Accuracy and cost per query at each alpha: the router's accuracy-cost frontier.
+
+    Score-predicting routers predict once (or reuse ``predicted``) and only re-decide per alpha.
+    """
     inputs = route_inputs(router, replay, embedded)
-    predicted = router.predict_accuracy(inputs) if isinstance(router, ScoreRouter) else None
+    if predicted is None:
+        predicted = predict_once(router, replay, embedded)
     points = []
     for a in alphas:
         decisions = router.decide(predicted, a) if predicted is not None else router.route(inputs, alpha=a)

@@ -1,0 +1,87 @@
+"""Routing speed of the cluster router against the encoder it depends on, measured in the same run.
+
+Run: python bench/routing_speed.py [--queries 3000] [--encoder sentence-transformers] [--k 8]
+
+* throughput ratio: queries/s of ``router.route(texts)`` (encode + route, cold cache) divided by the
+  encoder's own queries/s on the same texts (``encoder.encode``, cold cache). Target >= 0.9: routing
+  adds little beyond encoding.
+* latency beyond encoding: one query at a time from precomputed embeddings, p50/p99 in microseconds,
+  and the same for a batch of all queries (per query).
+
+Data: the LLMRouter table in ../shared/data (fit on 70% of its queries, route the others, repeated
+up to --queries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--queries", type=int, default=3000)
+    ap.add_argument("--encoder", default="sentence-transformers")
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--single", type=int, default=2000, help="single-query routings timed for the latency figures")
+    args = ap.parse_args()
+
+    from atlas_router.eval.split import split_records
+    from atlas_router.routers.cluster import ClusterRouter
+    from atlas_router.routers.encoders import build_encoder
+    from support.routing_data import llmrouter_records
+
+    train, test = split_records(llmrouter_records(), test_size=0.3, seed=0)
+    queries = list(dict.fromkeys(test["query"]))
+    queries = (queries * (args.queries // len(queries) + 1))[: args.queries]
+    # distinct texts, so that no cache or dedup helps either side
+    queries = [f"{q} [{i}]" for i, q in enumerate(queries)]
+
+    fit_encoder = build_encoder(args.encoder, cache=False)
+    t0 = time.perf_counter()
+    router = ClusterRouter(k=args.k, alpha=0.5).fit(train, fit_encoder)
+    print(f"fit on {router.n_queries_} queries in {time.perf_counter() - t0:.1f}s")
+
+    encoder = build_encoder(args.encoder, cache=False)
+    encoder.encode(queries[:64])  # load weights and warm up, outside the timings
+    t0 = time.perf_counter()
+    emb = encoder.encode(queries)
+    enc_s = time.perf_counter() - t0
+
+    route_encoder = build_encoder(args.encoder, cache=False)
+    route_encoder.encode(queries[:64])
+    router.set_encoder(route_encoder)
+    t0 = time.perf_counter()
+    decisions = router.route(queries)
+    route_s = time.perf_counter() - t0
+    assert len(decisions) == len(queries)
+
+    n = min(args.single, len(queries))
+    lat = np.empty(n)
+    router.route(emb[:1])
+    for i in range(n):
+        t = time.perf_counter()
+        router.route(emb[i : i + 1])
+        lat[i] = time.perf_counter() - t
+    t0 = time.perf_counter()
+    router.route(emb)
+    batch_s = time.perf_counter() - t0
+
+    enc_qps, route_qps = len(queries) / enc_s, len(queries) / route_s
+    print(f"encoder {encoder.name}: {enc_qps:,.1f} queries/s ({len(queries)} queries, {enc_s:.1f}s)")
+    print(f"route (encode + route): {route_qps:,.1f} queries/s ({route_s:.1f}s)")
+    print(f"throughput ratio route/encoder: {route_qps / enc_qps:.3f} (target >= 0.9)")
+    print(f"routing beyond encoding, one query at a time: p50 {np.percentile(lat, 50) * 1e6:,.0f} us, "
+          f"p99 {np.percentile(lat, 99) * 1e6:,.0f} us ({n} queries)")
+    print(f"routing beyond encoding, one batch of {len(queries)}: {batch_s / len(queries) * 1e6:,.1f} us per query")
+
+
+if __name__ == "__main__":
+    main()
