@@ -8,10 +8,13 @@ import subprocess
 import sys
 
 import pytest
+import yaml
+from fastapi import FastAPI, Request
 
 from atlas_router.eval.split import split_records
 from atlas_router.records.store import RecordStore
 from support.routing_data import synthetic_records
+from support.servers import free_port, running_server
 
 
 def atlas(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -85,3 +88,46 @@ def test_bad_input_is_one_line_error(stores, tmp_path):
         r = atlas(*args, env=env)
         print(args[0], r.returncode, r.stderr.strip())
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def picker_app(seen: list[int]) -> FastAPI:
+    """An OpenAI-compatible chat server that always answers "Option 2" (the router's pick)."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        seen.append(len(body["messages"]))
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Option 2"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 2, "total_tokens": 52}}
+
+    return app
+
+
+def _pool_yaml(path, url: str):
+    path.write_text(yaml.safe_dump({
+        "models": [{"name": "router-llm", "backend": "openai", "endpoint": f"{url}/v1", "timeout_s": 5, "max_retries": 0}],
+        "tools": [{"name": "none", "kind": "none"}], "cache": {"enabled": False},
+    }))
+    return path
+
+
+def test_eval_runs_llm_routers_with_a_live_pool_model_and_skips_a_dead_one(stores, tmp_path):
+    base, env = stores
+    seen: list[int] = []
+    args = ["eval", "--train", str(base / "train"), "--test", str(base / "test"), "--routers",
+            "best-single,zero-shot,few-shot", "--encoder", "hashing:256", "--json", "-"]
+    with running_server(picker_app(seen)) as url:
+        run = atlas(*args, "--pool", str(_pool_yaml(tmp_path / "live.yaml", url)), env=env)
+    print(run.stderr[-800:])
+    assert run.returncode == 0
+    data = json.loads(run.stdout[run.stdout.index('{\n  "alpha"'):])
+    n_test = data["test"]["queries"]
+    for name in ("zero-shot", "few-shot"):
+        assert len(data["routers"][name]["choices"]) == 1 and sum(data["routers"][name]["choices"].values()) == n_test
+    assert seen.count(2) == n_test and seen.count(2 + 2 * 6) == n_test  # zero-shot: system+question; few-shot: +6 examples
+    dead = atlas(*args, "--pool", str(_pool_yaml(tmp_path / "dead.yaml", f"http://127.0.0.1:{free_port()}")), env=env)
+    data = json.loads(dead.stdout[dead.stdout.index('{\n  "alpha"'):])
+    assert set(data["routers"]) == {"best-single"} and "did not answer" in " ".join(data["notes"])

@@ -175,12 +175,16 @@ def _llm_router_model(pool: Optional[str], llm: Optional[str], console: Console)
     the_pool = load_pool(pool)
     name = llm or the_pool.config.models[0].name
     model = the_pool.model(name)
+    async def ping_and_close() -> str:
+        try:
+            return await model.ping()
+        finally:  # connections belong to this event loop, which ends here
+            await model.aclose()
+
     try:
-        run_async(model.ping())
+        run_async(ping_and_close())
     except Exception as err:  # an unreachable model skips the LLM routers, it does not stop the evaluation
         return None, None, [f"zero-shot/few-shot skipped: pool model '{name}' did not answer ({err})"]
-    finally:
-        run_async(model.aclose())
     console.print(f"[dim]LLM routers use pool model {name}[/]")
     return model, the_pool.config, []
 
