@@ -1,4 +1,6 @@
-"""``atlas collect``: run every pair of a pool on a benchmark into a record store, resumably."""
+"""``atlas collect``: run every pair of a pool on a benchmark, or on a file of unlabelled prompts, into a
+record store, resumably. ``--grader`` grades without gold answers (an LLM judge, a reward model, a
+reference pair); it is required for ``--prompts``, which have no answers."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from rich.table import Table
 
 from atlas_router.cli.common import load_pool, print_json, run_async
 from atlas_router.data.benchmarks import get_benchmark, load_benchmark
+from atlas_router.data.graders.judge import build_label_free_grader
 from atlas_router.errors import AtlasError
 from atlas_router.records import collect as collecting
+from atlas_router.records.prompts import prompt_benchmark, read_prompts
 from atlas_router.records.store import RecordStore
 from atlas_router.records.summary import pair_table
 
@@ -34,7 +38,11 @@ def parse_pairs(spec: str | None, all_pairs: list[tuple[str, str]]) -> list[tupl
 
 
 def collect(
-    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Registered benchmark name."),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Registered benchmark name."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Unlabelled prompts: JSONL/JSON/CSV, or a records directory."),
+    grader: Optional[str] = typer.Option(None, "--grader", help="judge:MODEL[@URL] | judge-pairwise:MODEL[@URL] | "
+                                          "prm:MODEL_ID@URL | reference:MODEL@@TOOL (default: the gold answers)."),
+    name: str = typer.Option("prompts", "--name", help="Benchmark name given to --prompts (query ids derive from it)."),
     out: str = typer.Option(..., "--out", "-o", help="Record store directory (created; resumed if it exists)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
     split: Optional[str] = typer.Option(None, "--split", help="Benchmark split."),
@@ -45,18 +53,37 @@ def collect(
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on a Ray cluster: an address, or 'local'."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Run every pair on every query of a benchmark; rerun after a kill to resume."""
-    bench = get_benchmark(benchmark)
-    examples = load_benchmark(benchmark, split=split, path=path, limit=limit)
-    if not examples:
-        raise AtlasError(f"benchmark '{benchmark}' has no examples (split={split!r}, path={path!r})")
+    """Run every pair on every query of a benchmark or prompt file; rerun after a kill to resume."""
+    console = Console(stderr=True)
+    if (benchmark is None) == (prompts is None):
+        raise AtlasError("give either --benchmark or --prompts")
+    if prompts is not None:
+        if not grader:
+            raise AtlasError("--prompts have no gold answers: give --grader (for example judge:MODEL)")
+        if split or path:
+            raise AtlasError("--split and --path belong to --benchmark, not --prompts")
+        read = read_prompts(prompts, limit=limit, name=name)
+        bench, examples = prompt_benchmark(read.name), read.examples
+        if read.blank or read.repeated:
+            console.print(f"{prompts}: skipped {read.blank} blank and {read.repeated} repeated prompts")
+        if not examples:
+            raise AtlasError(f"{prompts}: no prompts")
+    else:
+        bench = get_benchmark(benchmark)
+        examples = load_benchmark(benchmark, split=split, path=path, limit=limit)
+        if not examples:
+            raise AtlasError(f"benchmark '{benchmark}' has no examples (split={split!r}, path={path!r})")
+    if grader and ray:
+        raise AtlasError("--grader grades in this process; drop --ray")
     the_pool = load_pool(pool)
     chosen = parse_pairs(pairs, the_pool.pairs())
+    the_grader = build_label_free_grader(grader, the_pool) if grader else None
     store = RecordStore(out)
     the_plan = collecting.plan(bench, examples, chosen, store)
-    console = Console(stderr=True)
     console.print(f"{bench.name}: {len(examples)} queries x {len(chosen)} pairs = {the_plan.total} runs; "
-                  f"{the_plan.done_before} already in {out}, {len(the_plan.jobs)} to run")
+                  f"{the_plan.done_before} already in {out}, {len(the_plan.jobs)} to run"
+                  + (f"; graded by {the_grader.name}" if the_grader else ""))
+    failures = collecting.GradingFailures()
     split_name = split or ""
     with Progress(TextColumn("collect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=not the_plan.jobs) as progress:
@@ -67,6 +94,15 @@ def collect(
 
         if ray:
             added = collecting.collect_ray(the_pool.config, bench, the_plan, store, split_name, ray, on_progress=tick)
+        elif the_grader is not None:
+            async def graded() -> tuple[int, collecting.GradingFailures]:
+                try:
+                    return await collecting.collect_graded(the_pool, bench, the_plan, store, split_name, concurrency,
+                                                           the_grader, tick)
+                finally:
+                    await the_pool.aclose()
+
+            added, failures = run_async(graded())
         else:
             async def go() -> int:
                 try:
@@ -76,8 +112,14 @@ def collect(
 
             added = run_async(go())
     rows = pair_table(store.load(), benchmark=bench.name)
+    if failures.queries:
+        console.print(f"[yellow]{failures.queries} queries not graded ({failures.first_error}); rerun to retry them[/]")
     if as_json:
-        print_json({"benchmark": bench.name, "added": added, "already_present": the_plan.done_before, "pairs": rows})
+        print_json({"benchmark": bench.name, "added": added, "already_present": the_plan.done_before, "pairs": rows,
+                    "grader": the_grader.name if the_grader else f"gold:{bench.grader}",
+                    "ungraded_queries": failures.queries})
+        if failures.queries:
+            raise typer.Exit(1)
         return
     table = Table(title=f"{bench.name}: {added} records added")
     for col in ("pair", "n", "accuracy", "cost/query", "latency_s", "errors"):
@@ -85,6 +127,8 @@ def collect(
     for r in rows:
         table.add_row(r["pair"], str(r["n"]), f"{r['accuracy']:.3f}", f"{r['cost']:.2e}", f"{r['latency_s']:.2f}", str(r["errors"]))
     Console().print(table)
+    if failures.queries:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

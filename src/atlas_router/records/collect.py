@@ -4,6 +4,12 @@ Resumable by construction: the store already knows which (query, model, tool) ke
 after a kill (even SIGKILL) only runs the missing ones. Records are flushed in small batches, each batch
 one atomic part file, so a kill loses at most the batch in flight and never leaves a partial or duplicate
 row. With ``ray_address`` the same jobs run as Ray tasks on a cluster; the driver still owns the store.
+
+Grading: by default each reply is graded against the benchmark's gold answer as it arrives. With a
+label-free grader (an LLM judge, a reward model, a reference pair; ``data.graders.judge``) a query's
+replies are graded together once every pair has answered, and its rows are written together, so a kill
+never leaves a query half graded; replies already stored give a pairwise judge or a reference pair its
+context on resume. Every row says who graded it (``grader``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 from atlas_router.config import PoolConfig
 from atlas_router.data.benchmarks.base import Benchmark, Example
+from atlas_router.data.graders.judge import Grade, LabelFreeGrader
 from atlas_router.execution.record import PairRecord
 from atlas_router.execution.runner import PairJob, run_pairs
 from atlas_router.pool.pool import Pool
@@ -59,9 +66,15 @@ def plan(benchmark: Benchmark, examples: Sequence[Example], pairs: Sequence[tupl
     return CollectPlan(jobs=jobs, done_before=total - len(jobs), total=total)
 
 
-def to_row(benchmark: Benchmark, example: Example, record: PairRecord, split: str) -> dict[str, Any]:
-    """A store row from a pair record, graded; a failed run scores 0 and keeps its error."""
-    score = 0.0 if record.error else float(benchmark.grade(record.response, example))
+def to_row(benchmark: Benchmark, example: Example, record: PairRecord, split: str,
+           grade: Grade | None = None) -> dict[str, Any]:
+    """A store row from a pair record, graded by ``grade`` or else by the gold answer; a failed run scores 0
+    and keeps its error."""
+    if grade is not None:
+        score, grader = (0.0 if record.error else grade.score), grade.grader
+    else:
+        score = 0.0 if record.error else float(benchmark.grade(record.response, example))
+        grader = f"gold:{benchmark.grader}"
     reference = example.reference if isinstance(example.reference, str) else json.dumps(example.reference, ensure_ascii=False, default=str)
     return {
         "query_id": query_key(benchmark.name, record.question),
@@ -82,6 +95,7 @@ def to_row(benchmark: Benchmark, example: Example, record: PairRecord, split: st
         "calls": record.calls,
         "error": record.error or "",
         "source": "collect",
+        "grader": grader,
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -95,8 +109,9 @@ class _Flusher:
         self.last = time.monotonic()
         self.added = 0
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
+    def add(self, *rows: dict[str, Any]) -> None:
+        """Rows given together land in the same part file."""
+        self.rows.extend(rows)
         if len(self.rows) >= FLUSH_EVERY or time.monotonic() - self.last > FLUSH_SECONDS:
             self.flush()
 
@@ -122,6 +137,68 @@ async def collect_local(pool: Pool, benchmark: Benchmark, the_plan: CollectPlan,
     finally:
         flusher.flush()
     return flusher.added
+
+
+@dataclass
+class GradingFailures:
+    """Queries whose replies could not be graded (not written: a rerun runs and grades them again)."""
+
+    queries: int = 0
+    first_error: str = ""
+
+
+def stored_responses(store: RecordStore, query_ids: set[str]) -> dict[str, dict[tuple[str, str], str]]:
+    """Replies the store already holds for these queries, by pair ("" for failed runs)."""
+    if not query_ids or not len(store):
+        return {}
+    df = store.load(["query_id", "model", "tool", "response", "error"])
+    df = df[df["query_id"].isin(query_ids)]
+    out: dict[str, dict[tuple[str, str], str]] = {}
+    for qid, model, tool, response, error in df.itertuples(index=False):
+        out.setdefault(str(qid), {})[(str(model), str(tool))] = "" if error else str(response)
+    return out
+
+
+async def collect_graded(pool: Pool, benchmark: Benchmark, the_plan: CollectPlan, store: RecordStore, split: str,
+                         concurrency: int, grader: LabelFreeGrader,
+                         on_progress: Callable[[PairRecord], None] | None = None) -> tuple[int, GradingFailures]:
+    """Run the plan, grading each query's replies together with ``grader``; returns (rows added, failures)."""
+    flusher = _Flusher(store)
+    failures = GradingFailures()
+    qid_of = {id(j): query_key(benchmark.name, j.question) for j in the_plan.jobs}
+    expected: dict[str, int] = {}
+    for j in the_plan.jobs:
+        expected[qid_of[id(j)]] = expected.get(qid_of[id(j)], 0) + 1
+    context = stored_responses(store, set(expected))
+    finished: dict[str, list[tuple[PairJob, PairRecord]]] = {}
+    grading: list[asyncio.Task[None]] = []
+
+    async def grade_query(qid: str) -> None:
+        done = finished.pop(qid)
+        replies = {(r.model, r.tool): ("" if r.error else r.response) for _, r in done}
+        try:
+            grades = await grader.grade(done[0][1].question, {**context.get(qid, {}), **replies})
+        except Exception as err:  # a judge that fails leaves the query unwritten, to be retried on rerun
+            failures.queries += 1
+            failures.first_error = failures.first_error or f"{type(err).__name__}: {err}"
+            return
+        flusher.add(*(to_row(benchmark, job.key, r, split, grades[(r.model, r.tool)]) for job, r in done))
+
+    def done(job: PairJob, record: PairRecord) -> None:
+        qid = qid_of[id(job)]
+        finished.setdefault(qid, []).append((job, record))
+        if len(finished[qid]) == expected[qid]:
+            grading.append(asyncio.ensure_future(grade_query(qid)))
+        if on_progress:
+            on_progress(record)
+
+    try:
+        await run_pairs(pool, the_plan.jobs, concurrency=concurrency, on_done=done)
+        await asyncio.gather(*grading)
+    finally:
+        flusher.flush()
+        await grader.aclose()
+    return flusher.added, failures
 
 
 def _ray_worker(config: dict[str, Any], jobs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:

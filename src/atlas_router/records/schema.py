@@ -30,6 +30,7 @@ COLUMNS: dict[str, str] = {
     "calls": "int64",          # model calls made by the pair (tool loops and best-of-n make several)
     "error": "string",         # "" on success, else "Kind: cause"
     "source": "string",        # collect, llmrouter, routerbench, routellm, feedback
+    "grader": "string",        # who gave the score: gold:<grader>, judge:MODEL, prm:MODEL/agg, reference:M@@T ("" unknown)
     "schema_version": "int64",
 }
 

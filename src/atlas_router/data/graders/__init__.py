@@ -2,6 +2,7 @@
 
 Each benchmark names its grader (``Benchmark.grader``) and options; ``grade(benchmark, text, example)``
 looks both up. Every grader also has an ``extract`` that gives the short answer stored in records.
+Graders that need no gold answer (LLM judge, reward model, reference pair) live in ``judge``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from atlas_router.data.graders.choice import extract_choice, grade_choice
 from atlas_router.data.graders.code import extract_code, grade_code
+from atlas_router.data.graders.judge import GRADER_KINDS as LABEL_FREE_GRADERS, build_label_free_grader
 from atlas_router.data.graders.math import grade_math
 from atlas_router.data.graders.multimodal import count_text, extract_geometry, grade_count, grade_geometry, grade_relaxed
 from atlas_router.data.graders.numeric import extract_number, grade_number
@@ -84,4 +86,5 @@ def extract(benchmark: "str | Benchmark", prediction_text: str, example: "Exampl
     return get_grader(bench.grader).extract(prediction_text or "", example)
 
 
-__all__ = ["GRADERS", "Grader", "exact_match", "extract", "get_grader", "grade", "token_f1"]
+__all__ = ["GRADERS", "LABEL_FREE_GRADERS", "Grader", "build_label_free_grader", "exact_match", "extract", "get_grader",
+           "grade", "token_f1"]
