@@ -115,13 +115,21 @@ async def test_four_routes_then_only_an_answer_is_accepted():
     assert ep2.finish == "answer" and _score(ep2).total == 1.0
 
 
-async def test_replay_answers_only_the_original_question():
-    ep, obs = await _play(_env(), ARITH.question, [_route("small-lm@@calculator", q="What is 2 + 2?")])
-    assert "replay mode answers only the original question" in obs[0]
-    assert ep.outcomes[0].error and ep.outcomes[0].cost == 0.0
-    # case and spacing do not matter
-    ep, obs = await _play(_env(), ARITH.question, [_route("small-lm@@calculator", q="  " + ARITH.question.upper())])
-    assert ep.outcomes[0].error is None and "Final answer" in obs[0]
+async def test_replay_answers_with_the_pairs_record_of_the_question_whatever_the_input():
+    """Replay stands in for the pair: the recorded answer to the episode's question, whatever was written."""
+    row = TABLE.lookup(ARITH.question, "large-lm", "none")
+    ep, obs = await _play(_env(), ARITH.question, [_route("large-lm@@none", q="What is 2 + 2?")])
+    out = ep.outcomes[0]
+    assert out.error is None and out.source == "replay" and out.route.input == "What is 2 + 2?"
+    assert out.answer == str(row["answer"]) and out.cost == pytest.approx(float(row["cost"]))
+    assert f"large-lm@@none: {row['response']}" in obs[0]
+    # another pair on the same question gives that pair's record, not the first one's
+    other = TABLE.lookup(ARITH.question, "small-lm", "calculator")
+    ep2, _ = await _play(_env(), ARITH.question, [_route("small-lm@@calculator", q="anything at all")])
+    assert ep2.outcomes[0].answer == str(other["answer"]) and ep2.outcomes[0].route.input == "anything at all"
+    # a pair without a record of this question is an error (no live pool attached), at no cost
+    ep3, obs3 = await _play(_env(), "A question nobody recorded?", [_route("small-lm@@calculator")])
+    assert ep3.outcomes[0].error and "no record of small-lm@@calculator" in obs3[0] and ep3.cost == 0.0
 
 
 def _injection_table(response: str) -> ReplayTable:

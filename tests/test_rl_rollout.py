@@ -89,7 +89,8 @@ async def test_sampled_ids_are_kept_exactly_and_observations_are_masked():
     (a, b), (c, d) = t.turn_spans
     assert t.response_ids[a:b] == turn1 and t.response_ids[c:d] == turn2
     assert t.episode.routes_used == 1 and t.episode.finish == "answer" and t.episode.answer == task.reference
-    assert t.episode.outcomes[0].error is None  # the spelled route still named the original question
+    out = t.episode.outcomes[0]  # the route spelled letter by letter parses exactly as written
+    assert out.error is None and (out.route.model, out.route.tool, out.route.input) == ("small-lm", "calculator", task.question)
     for tr in trajs:
         _check_layout(tok, tr)
         assert tr.prompt_ids == tok.encode(tok.apply_chat_template(env.messages(tr.task.question), tokenize=False,

@@ -36,10 +36,10 @@ def test_prepare_writes_data_agent_loop_and_the_paper_command(tmp_path):
     assert Path(loop["records"]).is_dir() and loop["pool"].endswith("suite_pool.yaml")
     train = pd.read_parquet(run / "train.parquet")
     row = train.iloc[0]
-    assert set(train["agent_name"]) == {"atlas_routing"} and len(train) == 300
+    assert set(train["agent_name"]) == {"atlas_routing"} and len(train) == 448
     assert row["prompt"][0]["content"] == row["extra_info"]["question"]
     assert row["extra_info"]["reference"] == row["reward_model"]["ground_truth"]
-    assert len(pd.read_parquet(run / "val.parquet")) == 100
+    assert len(pd.read_parquet(run / "val.parquet")) == 192
     assert (run / "launch.sh").read_text().startswith("#!/bin/sh\n")
 
 

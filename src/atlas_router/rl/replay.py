@@ -1,9 +1,12 @@
 """Records as an environment: replayed routes, the optimal pair per query, and the training tasks.
 
 Why replay: PPO needs thousands of routes; the records table already holds the outcome of every
-(query, model, tool) triple, so a route whose input is the episode's original question is answered from
-it, with its recorded cost, and training runs without a single live call. A route with any other input
-goes to the fallback executor (live), or comes back as an error when there is none.
+(query, model, tool) triple, so training runs without a single live call. Replay stands in for a pair
+honestly: a route to (model, tool) is answered with that pair's recorded answer to the episode's
+question (and its recorded cost) whatever input the policy wrote, because the record is what that pair
+did with the question. The policy is therefore rewarded for choosing pairs, never for how it phrased the
+call; live mode (``LiveExecutor``) runs the real pair on the real input. A pair without a record of the
+question goes to the fallback executor (live), or comes back as an error when there is none.
 """
 
 from __future__ import annotations
@@ -105,24 +108,25 @@ class ReplayTable:
 
 
 class ReplayExecutor(RouteExecutor):
-    """Answers a route from records when its input is the episode's original question."""
+    """Answers a route to (model, tool) with that pair's record of the episode's question.
+
+    The route's input is ignored on purpose (see the module docstring): replay measures the choice of
+    pair, and a record cannot say what the pair would have done with other text.
+    """
 
     def __init__(self, table: ReplayTable, fallback: RouteExecutor | None = None) -> None:
         self.table = table
         self.fallback = fallback
 
     async def execute(self, route: Route, question: str) -> RouteOutcome:
-        if question_key(route.input) == question_key(question):
-            row = self.table.lookup(question, route.model, route.tool)
-            if row is not None:
-                return RouteOutcome(
-                    raw=str(route), route=route, text=str(row.get("response") or ""),
-                    answer=str(row.get("answer") or ""), cost=_num(row.get("cost"), 0.0),
-                    error=str(row["error"]) if row.get("error") else None, source="replay",
-                )
-            reason = f"no record of {route.model}@@{route.tool} on this question"
-        else:
-            reason = "replay mode answers only the original question, and no live pool is attached"
+        row = self.table.lookup(question, route.model, route.tool)
+        if row is not None:
+            return RouteOutcome(
+                raw=str(route), route=route, text=str(row.get("response") or ""),
+                answer=str(row.get("answer") or ""), cost=_num(row.get("cost"), 0.0),
+                error=str(row["error"]) if row.get("error") else None, source="replay",
+            )
         if self.fallback is not None:
             return await self.fallback.execute(route, question)
-        return RouteOutcome(raw=str(route), route=route, error=reason, source="replay")
+        return RouteOutcome(raw=str(route), route=route, source="replay",
+                            error=f"no record of {route.model}@@{route.tool} on this question")

@@ -1,7 +1,7 @@
 """The built-in RL task suite: a small synthetic records table where each task family has one best pair.
 
-It exists so that ``atlas train-rl --preset tiny-replay`` trains and measures a policy with no live model
-and no download. The table is synthetic but honest about what it encodes — the usual strengths of the
+It exists so that ``atlas train-rl --preset cpu-replay`` trains and measures a policy with no live model
+and no download (640 queries, 192 of them held out). The table is synthetic but honest about what it encodes — the usual strengths of the
 pairs of ``resources/rl/suite_pool.yaml``, with cost from token counts and the pool's prices:
 
 - arithmetic ("What is 37 * 48?"): any calculator or python-code pair is right; the cheapest is
@@ -42,7 +42,17 @@ _CAPITALS = [
     ("Morocco", "Rabat"), ("Turkey", "Ankara"), ("Australia", "Canberra"), ("Brazil", "Brasilia"),
     ("Venezuela", "Caracas"), ("Uruguay", "Montevideo"), ("Nepal", "Kathmandu"), ("Mongolia", "Ulaanbaatar"),
     ("Indonesia", "Jakarta"), ("Philippines", "Manila"), ("Malaysia", "Kuala Lumpur"), ("Senegal", "Dakar"),
-    ("Romania", "Bucharest"),
+    ("Romania", "Bucharest"), ("Bolivia", "Sucre"), ("Ecuador", "Quito"), ("Paraguay", "Asuncion"),
+    ("Panama", "Panama City"), ("Jamaica", "Kingston"), ("Iceland", "Reykjavik"), ("Latvia", "Riga"),
+    ("Estonia", "Tallinn"), ("Lithuania", "Vilnius"), ("Ukraine", "Kyiv"), ("Serbia", "Belgrade"),
+    ("Croatia", "Zagreb"), ("Bulgaria", "Sofia"), ("Slovakia", "Bratislava"), ("Slovenia", "Ljubljana"),
+    ("Albania", "Tirana"), ("Georgia", "Tbilisi"), ("Armenia", "Yerevan"), ("Kazakhstan", "Astana"),
+    ("Pakistan", "Islamabad"), ("Bangladesh", "Dhaka"), ("Sri Lanka", "Colombo"), ("Cambodia", "Phnom Penh"),
+    ("Laos", "Vientiane"), ("Myanmar", "Naypyidaw"), ("South Korea", "Seoul"),
+    ("New Zealand", "Wellington"), ("Fiji", "Suva"), ("Tanzania", "Dodoma"), ("Uganda", "Kampala"),
+    ("Rwanda", "Kigali"), ("Zambia", "Lusaka"), ("Angola", "Luanda"), ("Tunisia", "Tunis"), ("Algeria", "Algiers"),
+    ("Libya", "Tripoli"), ("Sudan", "Khartoum"), ("Jordan", "Amman"), ("Lebanon", "Beirut"), ("Syria", "Damascus"),
+    ("Qatar", "Doha"), ("Oman", "Muscat"), ("Yemen", "Sanaa"), ("Afghanistan", "Kabul"),
 ]
 _WORDS = [
     "strawberry", "banana", "mississippi", "committee", "parallel", "bookkeeper", "balloon", "coffee",
@@ -79,7 +89,7 @@ def _arith(rng: random.Random, lo: int, hi: int) -> tuple[str, str, set[tuple[st
 def _capital(rng: random.Random, country: str, city: str) -> tuple[str, str, set[tuple[str, str]]]:
     right = {("small-lm", "web-search"), ("large-lm", "web-search"), ("large-lm", "none")}
     template = rng.choice(["What is the capital of {}?", "Which city is the capital of {}?",
-                           "Name the capital city of {}."])
+                           "Name the capital city of {}.", "What city is the seat of government of {}?"])
     return template.format(country), city, right
 
 
@@ -128,7 +138,7 @@ def _questions(rng: random.Random, count: int) -> list[tuple[str, str, str, set[
     return out
 
 
-def suite_records(per_family: int = 100, test_fraction: float = 0.25, seed: int = 0) -> pd.DataFrame:
+def suite_records(per_family: int = 160, test_fraction: float = 0.3, seed: int = 0) -> pd.DataFrame:
     """The suite's records: every (query, model, tool) with answer, score and cost (deterministic).
 
     Queries are split at random into train and test, so test queries are unseen in training but come
