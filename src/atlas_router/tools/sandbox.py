@@ -1,17 +1,24 @@
 """Run untrusted Python (model-written code, benchmark tests) in a locked-down child process.
 
-``run_python(code, limits)`` starts ``sys.executable -I -B sandbox_bootstrap.py`` in a fresh scratch
-directory (deleted afterwards) with a cleared environment, in its own session, and reads its output with
-a cap. The child locks itself down before running the code (namespaces, rlimits, Landlock, seccomp, an
-audit hook: see ``sandbox_bootstrap``); this side enforces the wall-clock limit and the output cap by
-killing the whole process group. Every refusal comes back as a one-line ``error`` and an
-``error_kind`` so callers (the python tool, the code grader) can tell a wrong program from a blocked one.
+``run_python(code, limits)`` starts ``sys.executable -I -B sandbox_bootstrap.py`` with a cleared
+environment, in its own session, hands it the job on an unlinked file, and reads its output with a cap.
+The child locks itself down with the kernel before running the code (a memory cgroup, PID/mount/net/IPC
+namespaces, a private read-only root with a size-limited scratch tmpfs, its own uid, Landlock, a seccomp
+allow-list: see ``sandbox_bootstrap``). This side enforces the wall-clock limit and the output cap by
+killing the whole process group, and decides the verdict from what the child cannot forge: the exit
+status, its own clock and the cgroup's counters. The child's report only adds detail (which exception,
+which line) to a run that already failed. A layer the kernel refused is logged as a warning and shown in
+``SandboxResult.layers``; ``require_all_layers`` (or ``ATLAS_SANDBOX_REQUIRE_ALL_LAYERS=1``) refuses to
+run code without every layer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
+import marshal
 import math
 import os
 import selectors
@@ -27,9 +34,18 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from atlas_router.tools.sandbox_cgroup import MemoryCgroup
+from atlas_router.tools.sandbox_policy import seccomp_program
+
 BOOTSTRAP = Path(__file__).with_name("sandbox_bootstrap.py")
-_JOB_FILE = ".atlas_job.json"
 _REPORT_CAP = 1 << 20
+_REFUSED_EXIT = 125  # sandbox_bootstrap.REFUSED_EXIT
+log = logging.getLogger("atlas_router.sandbox")
+_warned: set[str] = set()
+
+
+def _require_all_default() -> bool:
+    return os.environ.get("ATLAS_SANDBOX_REQUIRE_ALL_LAYERS", "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -40,15 +56,18 @@ class SandboxLimits:
     memory_mb: int = 512
     max_output_bytes: int = 64 * 1024
     file_mb: int = 16
+    disk_mb: int = 64
     namespaces: bool = True
     landlock: bool = True
     seccomp: bool = True
     audit_hook: bool = True
+    cgroup: bool = True
+    require_all_layers: bool = field(default_factory=_require_all_default)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s <= 3600):
             raise ValueError(f"timeout_s must be a number of seconds in (0, 3600], got {self.timeout_s!r}")
-        for name in ("memory_mb", "max_output_bytes", "file_mb"):
+        for name in ("memory_mb", "max_output_bytes", "file_mb", "disk_mb"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -69,7 +88,9 @@ class SandboxLimits:
 @dataclass
 class SandboxResult:
     """How a run ended. ``error`` is one line; ``error_kind`` is one of: timeout, memory, output,
-    network, write, process, native, signal, file_size, exception, exit, crash."""
+    network, write, process, native, signal, file_size, exception, exit, crash, sandbox (a required
+    layer is missing). ``ok`` comes from the exit status and the parent's own limits only.
+    ``memory_peak_mb`` is the cgroup's peak, where a cgroup was used."""
 
     ok: bool
     stdout: str
@@ -80,6 +101,7 @@ class SandboxResult:
     exit_code: int | None = None
     duration_s: float = 0.0
     layers: dict[str, str] = field(default_factory=dict)
+    memory_peak_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,17 +116,18 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _write_files(scratch: Path, files: Mapping[str, str | bytes]) -> None:
+def _job_files(files: Mapping[str, str | bytes]) -> dict[str, tuple[str, str]]:
+    """Checked relative names -> ("text"|"b64", content); the child writes them into its scratch."""
+    out: dict[str, tuple[str, str]] = {}
     for name, content in files.items():
         rel = PurePosixPath(name)
         if rel.is_absolute() or not rel.parts or ".." in rel.parts:
             raise ValueError(f"sandbox file names must be relative paths inside the scratch directory: {name!r}")
-        target = scratch.joinpath(*rel.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
-            target.write_bytes(content)
+            out[str(rel)] = ("b64", base64.b64encode(content).decode("ascii"))
         else:
-            target.write_text(content, encoding="utf-8")
+            out[str(rel)] = ("text", content)
+    return out
 
 
 def _remove_tree(path: Path) -> None:
@@ -167,15 +190,22 @@ class _Reader:
             self.sel.close()
 
 
-def _report(raw: bytes) -> dict[str, Any]:
-    for line in reversed(raw.decode("utf-8", "replace").splitlines()):
+def _report(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the layers line, written before the user's code ran; the last diagnostic line, which the code
+    could have forged and so only describes a failure the exit status already shows)."""
+    first: dict[str, Any] = {}
+    last: dict[str, Any] = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
         try:
             data = json.loads(line)
         except ValueError:
             continue
         if isinstance(data, dict):
-            return data
-    return {}
+            if not first:
+                first = data
+            else:
+                last = data
+    return first, last
 
 
 def _signal_name(num: int) -> str:
@@ -186,32 +216,35 @@ def _signal_name(num: int) -> str:
 
 
 def _classify(limits: SandboxLimits, stop: str | None, returncode: int | None, report: dict[str, Any],
-              stderr: str) -> tuple[str | None, str | None, int | None]:
-    """(error_kind, error, error_line) for a finished run; (None, None, None) on success."""
+              stderr: str, oom: bool) -> tuple[str | None, str | None, int | None]:
+    """(error_kind, error, error_line) for a finished run; (None, None, None) on success.
+
+    Success is decided here from the parent's measurements alone: no limit stopped the run, the cgroup
+    saw no OOM kill and the process exited with status 0. The report only names a failure."""
     if stop == "output":
         return "output", f"output limit exceeded ({limits.max_output_bytes} bytes)", None
     if stop == "timeout":
         return "timeout", f"time limit {limits.timeout_s:g}s exceeded", None
+    if oom:
+        return "memory", f"memory limit {limits.memory_mb} MB exceeded (killed by the kernel)", None
+    if returncode == 0:
+        return None, None, None
     status, line = report.get("status"), report.get("line")
+    line = line if isinstance(line, int) and not isinstance(line, bool) else None
     if status == "violation":
         return str(report.get("kind")), str(report.get("message")), line
     if status == "memory":
         return "memory", f"memory limit {limits.memory_mb} MB exceeded ({report.get('type', 'MemoryError')})", line
     if status == "exception":
-        etype, message = report.get("type", "Exception"), report.get("message", "")
+        etype, message = str(report.get("type", "Exception")), str(report.get("message", ""))
         if etype in ("OSError", "IOError") and "File too large" in message:
             return "file_size", f"file size limit {limits.file_mb} MB exceeded", line
         where = f" (line {line})" if line else ""
         text = f"{etype}: {message}" if message else etype
         return "exception", f"{text}{where}", line
     last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "")
-    if status == "exit":
-        code = report.get("code", returncode)
-        if not code:
-            return None, None, None
-        return "exit", f"exited with status {code}" + (f": {last}" if last else ""), None
-    if status in ("ok", None) and returncode == 0:  # no report: the code left through os._exit(0)
-        return None, None, None
+    if returncode is not None and returncode > 0:
+        return "exit", f"exited with status {returncode}" + (f": {last}" if last else ""), None
     if returncode is not None and returncode < 0:
         sig = -returncode
         if sig == signal.SIGXCPU:
@@ -223,6 +256,39 @@ def _classify(limits: SandboxLimits, stop: str | None, returncode: int | None, r
     return "crash", f"process exited with status {returncode}" + (f": {last}" if last else ""), None
 
 
+def _degraded(layers: Mapping[str, str]) -> list[str]:
+    return sorted(k for k, v in layers.items() if str(v).startswith("unavailable") or "(no signal scope" in str(v))
+
+
+def _warn_degraded(layers: Mapping[str, str]) -> None:
+    """Say loudly (once per distinct situation) which kernel layers this machine refused."""
+    missing = _degraded(layers)
+    key = ";".join(f"{k}={layers[k]}" for k in missing)
+    if missing and key not in _warned:
+        _warned.add(key)
+        log.warning("sandbox runs WITHOUT these kernel layers: %s (set require_all_layers or "
+                    "ATLAS_SANDBOX_REQUIRE_ALL_LAYERS=1 to refuse such runs)",
+                    "; ".join(f"{k}: {layers[k]}" for k in missing))
+
+
+def _seccomp_bytes(limits: SandboxLimits, memfd: bool) -> bytes:
+    if not limits.seccomp:
+        return b""
+    try:
+        return seccomp_program(1 if limits.namespaces else None, memfd)
+    except Exception as err:  # libseccomp missing: the child reports the layer as unavailable
+        log.warning("cannot build the sandbox's seccomp filter: %s", err)
+        return b""
+
+
+def _job_handle(job: dict[str, Any]):
+    """An unlinked file holding the job: no path the code could find, no pipe that could block."""
+    handle = tempfile.TemporaryFile()
+    handle.write(marshal.dumps(job))  # the child reads it without importing json
+    handle.seek(0)
+    return handle
+
+
 def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | bytes | None = None,
                files: Mapping[str, str | bytes] | None = None) -> SandboxResult:
     """Run ``code`` as ``__main__`` in a sandboxed child; blocks until it ends or a limit stops it.
@@ -231,26 +297,30 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
     (relative names) before it starts, for test fixtures or helper modules.
     """
     limits = limits or SandboxLimits()
+    job_files = _job_files(files or {})
+    group = MemoryCgroup.create(limits.memory_mb) if limits.cgroup else "off"
     scratch = Path(tempfile.mkdtemp(prefix="atlas-sandbox-"))
     start = time.monotonic()
     try:
-        if files:
-            _write_files(scratch, files)
+        cg = group if isinstance(group, MemoryCgroup) else None
         job = {"code": code, "scratch": str(scratch), "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
-               "file_mb": limits.file_mb, "namespaces": limits.namespaces, "landlock": limits.landlock,
-               "seccomp": limits.seccomp, "audit_hook": limits.audit_hook}
-        job_path = scratch / _JOB_FILE
-        job_path.write_text(json.dumps(job), encoding="utf-8")
-        with tempfile.TemporaryFile() as stdin_file:
+               "file_mb": limits.file_mb, "disk_mb": limits.disk_mb, "namespaces": limits.namespaces,
+               "landlock": limits.landlock, "seccomp": limits.seccomp, "audit_hook": limits.audit_hook,
+               "require_all_layers": limits.require_all_layers, "files": job_files,
+               "seccomp_bpf": _seccomp_bytes(limits, memfd=cg is not None),
+               "cgroup_procs": cg.procs if cg else None, "cgroup_version": cg.version if cg else None,
+               "cgroup_reason": None if cg else (group if group == "off" else f"unavailable ({group})")}
+        with tempfile.TemporaryFile() as stdin_file, _job_handle(job) as job_file:
             if stdin:
                 stdin_file.write(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
                 stdin_file.seek(0)
+            job_fd = job_file.fileno()
             report_r, report_w = os.pipe()
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-B", str(BOOTSTRAP), str(job_path), str(report_w)],
+                    [sys.executable, "-I", "-B", str(BOOTSTRAP), str(job_fd), str(report_w)],
                     stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch,
-                    env=_child_env(), start_new_session=True, pass_fds=(report_w,), close_fds=True,
+                    env=_child_env(), start_new_session=True, pass_fds=(report_w, job_fd), close_fds=True,
                 )
             except BaseException:
                 os.close(report_r)
@@ -273,14 +343,25 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
                         pipe.close()
                 os.close(report_r)
         duration = time.monotonic() - start
-        report = _report(bytes(reader.report))
+        first, report = _report(bytes(reader.report))
+        layers = {str(k): str(v) for k, v in dict(first.get("layers", {})).items()}
+        _warn_degraded(layers)
         stdout = bytes(reader.out[: limits.max_output_bytes]).decode("utf-8", "replace")
         stderr = bytes(reader.err[: limits.max_output_bytes]).decode("utf-8", "replace")
-        kind, error, line = _classify(limits, stop, proc.returncode, report, stderr)
+        oom = cg.oom_killed() if cg else False
+        peak = cg.peak_bytes() if cg else None
+        if proc.returncode == _REFUSED_EXIT and first.get("refused"):
+            kind, line = "sandbox", None
+            error = "refused to run: the kernel did not grant these required sandbox layers: " + ", ".join(
+                f"{k} ({layers.get(k, '?')})" for k in first["refused"])
+        else:
+            kind, error, line = _classify(limits, stop, proc.returncode, report, stderr, oom)
         return SandboxResult(ok=kind is None, stdout=stdout, stderr=stderr, error=error, error_kind=kind,
-                             error_line=line, exit_code=proc.returncode, duration_s=duration,
-                             layers=dict(report.get("layers", {})))
+                             error_line=line, exit_code=proc.returncode, duration_s=duration, layers=layers,
+                             memory_peak_mb=None if peak is None else round(peak / 2 ** 20, 1))
     finally:
+        if isinstance(group, MemoryCgroup):
+            group.remove()
         _remove_tree(scratch)
 
 
