@@ -8,19 +8,23 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import yaml
 
 from atlas_router.errors import ConfigError
 from atlas_router.serve import auth
 from atlas_router.serve.auth import KeyRing, digest
 from atlas_router.serve.logs import JsonFormatter, redact
 from atlas_router.serve.settings import GatewaySettings, load_gateway_settings
-from support.gateway_helpers import client, gateway, http_pool
-from support.servers import running_server
+from support.gateway_helpers import client, gateway, http_pool, pool_config
+from support.servers import free_port, running_server
 from support.stub_upstream import create_stub_upstream
 
 KEY = "sk-test-0123456789abcdef"
@@ -55,13 +59,29 @@ def test_valid_key_passes_by_bearer_or_x_api_key(secured):
     assert resp.choices[0].message.content.startswith("echo says: hello")
     assert httpx.post(f"{secured}/v1/chat/completions", json=MSG, headers={"x-api-key": KEY}).status_code == 200
     assert httpx.get(f"{secured}/health").status_code == 200  # probes need no key
-    assert httpx.get(f"{secured}/metrics").status_code == 200
+    # with keys set, /metrics and /admin are not for API keys: 401 without a key, 403 with an API key
+    bearer = {"authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{secured}/metrics").status_code == 401
+    assert httpx.get(f"{secured}/metrics", headers=bearer).status_code == 403
+    refused = httpx.post(f"{secured}/admin/reload", headers=bearer)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_key_required"
+    assert "SIGHUP" in refused.json()["error"]["message"]  # no admin key configured: the way that remains
 
 
-def test_metrics_can_require_a_key(upstream):
-    with gateway(http_pool(upstream, ["echo"]), keys=KeyRing([digest(KEY)]), metrics_public=False) as gw:
+def test_metrics_and_admin_take_their_own_key(upstream):
+    admin = "sk-admin-fedcba9876543210"
+    ring, admin_ring = KeyRing([digest(KEY)]), KeyRing([digest(admin)])
+    with gateway(http_pool(upstream, ["echo"]), keys=ring, admin_keys=admin_ring) as gw:
+        as_user, as_admin = {"authorization": f"Bearer {KEY}"}, {"authorization": f"Bearer {admin}"}
         assert httpx.get(f"{gw}/metrics").status_code == 401
-        assert httpx.get(f"{gw}/metrics", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
+        assert httpx.get(f"{gw}/metrics", headers=as_user).status_code == 403
+        assert httpx.get(f"{gw}/metrics", headers=as_admin).status_code == 200
+        assert httpx.post(f"{gw}/admin/reload", headers=as_user).status_code == 403
+        assert httpx.post(f"{gw}/admin/reload", headers=as_admin).json()["status"] == "reloaded"
+        assert httpx.get(f"{gw}/v1/models", headers=as_admin).status_code == 401  # an admin key is not an API key
+    with gateway(http_pool(upstream, ["echo"]), keys=ring, metrics_public=True) as gw:
+        assert httpx.get(f"{gw}/metrics").status_code == 200  # an operator may publish /metrics on purpose
+        assert httpx.post(f"{gw}/admin/reload", headers={"authorization": f"Bearer {KEY}"}).status_code == 403
 
 
 def test_oversized_body_is_413_by_length_or_chunked(secured):
@@ -97,6 +117,45 @@ def test_keys_from_environment_are_hashed_and_dropped(monkeypatch):
     stored = repr(vars(ring))
     assert "env-key" not in stored and "config-key" not in stored
     assert all(isinstance(d, bytes) and len(d) == 32 for d in ring._digests)
+    monkeypatch.setenv("ATLAS_ADMIN_KEYS", "admin-one")
+    monkeypatch.setenv("ATLAS_ADMIN_KEYS_SHA256", digest("admin-two"))
+    admin = KeyRing.from_sources([], admin=True)
+    assert "ATLAS_ADMIN_KEYS" not in os.environ and len(admin) == 2
+    assert admin.check("admin-one") and admin.check("admin-two") and not admin.check("env-key-one")
+
+
+def test_cli_serve_keeps_no_plain_key_in_proc_environ(upstream, tmp_path):
+    """/proc/PID/environ shows the environment a process was started with, whatever os.environ says
+    later: `atlas serve` re-executes itself with digests only, and the keys still work."""
+    pool_file = tmp_path / "pool.yaml"
+    pool_file.write_text(yaml.safe_dump(pool_config(upstream, ["echo"])))
+    port = free_port()
+    env = {**os.environ, "ATLAS_API_KEYS": "sk-plain-api-1111,sk-plain-api-2222",
+           "ATLAS_ADMIN_KEYS": "sk-plain-admin-3333"}
+    proc = subprocess.Popen([sys.executable, "-m", "atlas_router", "serve", "--pool", str(pool_file),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    gw = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{gw}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline and proc.poll() is None, "gateway did not start"
+            time.sleep(0.05)
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()  # the pid the test started: the server itself
+        assert b"sk-plain" not in environ and b"ATLAS_API_KEYS=" not in environ
+        assert digest("sk-plain-api-2222").encode() in environ  # only digests were handed on
+        assert httpx.get(f"{gw}/v1/models").status_code == 401
+        assert httpx.get(f"{gw}/v1/models", headers={"authorization": "Bearer sk-plain-api-2222"}).status_code == 200
+        admin = {"authorization": "Bearer sk-plain-admin-3333"}
+        assert httpx.post(f"{gw}/admin/reload", headers={"authorization": "Bearer sk-plain-api-1111"}).status_code == 403
+        assert httpx.post(f"{gw}/admin/reload", headers=admin).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_constant_time_comparison_is_used(monkeypatch):

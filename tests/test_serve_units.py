@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from atlas_router.config import parse_pool_config
+from atlas_router.config import ToolSpec, parse_pool_config
+from atlas_router.execution.prompts import BASE_SYSTEM
+from atlas_router.execution.runner import pair_messages
 from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.breaker import BreakerBoard, CircuitBreaker, State
 from atlas_router.serve.controller import GatewayError, Overrides, estimate_cost, question_of
+from atlas_router.tools.none import NoTool
 from atlas_router.serve.registry import DefaultRule, RouterRegistry, call_route, normalise, parse_pair
 
 
@@ -150,12 +153,18 @@ def test_overrides_parse_and_refuse_bad_values():
         parse_pair("a@@b@@c")
 
 
-def test_question_of_keeps_context_and_refuses_empty():
+def test_routed_conversation_keeps_its_turns_and_refuses_empty():
+    """The router sees the last user message; the pair gets the turns, its own system prompt in front."""
+    conversation = [{"role": "system", "content": "be terse"}, {"role": "user", "content": "2+2?"},
+                    {"role": "assistant", "content": "4"},
+                    {"role": "user", "content": [{"type": "text", "text": "and 3+3?"}, {"type": "image_url"}]}]
     assert question_of([{"role": "user", "content": "just this"}]) == "just this"
-    q = question_of([{"role": "system", "content": "be terse"}, {"role": "user", "content": "2+2?"},
-                     {"role": "assistant", "content": "4"},
-                     {"role": "user", "content": [{"type": "text", "text": "and 3+3?"}, {"type": "image_url"}]}])
-    assert q == "Conversation so far:\nsystem: be terse\nuser: 2+2?\nassistant: 4\n\nQuestion: and 3+3?"
+    assert question_of(conversation) == "and 3+3?"
+    turns = pair_messages(NoTool(ToolSpec(name="none", kind="none")), conversation)
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user"]
+    assert turns[0]["content"] == f"{BASE_SYSTEM}\n\nbe terse"  # the pair's prompt first, the caller's after it
+    assert turns[1:] == conversation[1:]
+    assert "Conversation so far" not in str(turns)
     with pytest.raises(GatewayError, match="no user message"):
         question_of([{"role": "system", "content": "hi"}])
     with pytest.raises(GatewayError, match="empty"):

@@ -37,6 +37,9 @@ def serve(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the on-disk response cache."),
 ) -> None:
     """Serve POST /v1/chat/completions (model 'atlas' routes; pool model names pass through)."""
+    from atlas_router.serve.auth import scrub_key_environ
+
+    scrub_key_environ()  # plain keys in the environment: hash them and re-execute without them
     import uvicorn
 
     from atlas_router.serve.auth import KeyRing

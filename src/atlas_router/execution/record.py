@@ -23,6 +23,7 @@ class PairRecord:
     latency_s: float = 0.0
     calls: int = 0
     error: str | None = None
+    finish_reason: str | None = None  # of the final model call: "length" when max_tokens cut it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

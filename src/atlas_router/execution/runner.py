@@ -64,6 +64,7 @@ async def _run_loop(model: ChatModel, tool: Tool, messages: list[dict[str, Any]]
         messages.append({"role": "assistant", "content": completion.text})
         call = tool.extract_call(completion.text) if tool.mode == "loop" and step < max_tool_calls else None
         if call is None:
+            record.finish_reason = completion.finish_reason
             return completion.text
         result = await tool.run(call, context)
         record.tool_calls.append({"tool": tool.name, "input": call, **result.to_dict()})
@@ -87,21 +88,28 @@ async def _run_best_of_n(model: ChatModel, tool: Any, messages: list[dict[str, A
     return chosen
 
 
+def pair_messages(tool: Tool, conversation: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a pair starts from: its own system prompt (a caller's system turns appended to it), the tool's
+    demonstration, then the conversation's other turns as they are."""
+    extra = [content_text(m.get("content") or "") for m in conversation if m.get("role") in ("system", "developer")]
+    system = "\n\n".join([system_prompt(tool), *[e for e in extra if e.strip()]])
+    turns = [dict(m) for m in conversation if m.get("role") not in ("system", "developer")]
+    return [{"role": "system", "content": system}, *tool.demonstration(), *turns]
+
+
 async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
                    params: SamplingParams | None = None, max_tool_calls: int = MAX_TOOL_CALLS,
-                   images: Sequence[Any] | None = None) -> PairRecord:
+                   images: Sequence[Any] | None = None,
+                   conversation: Sequence[dict[str, Any]] | None = None) -> PairRecord:
     """Run ``question`` on (model, tool). Unknown names raise; every run-time failure is recorded.
 
-    ``images`` go into the first user message: as image parts for vision models, as descriptions for
+    ``conversation`` (chat turns ending with ``question``'s user turn) replaces the single question turn.
+    ``images`` go into the last user message: as image parts for vision models, as descriptions for
     text-only ones; tools see them in ``ToolContext.images``."""
     chat_model, the_tool = pool.model(model), pool.tool(tool)
     record = PairRecord(model=model, tool=tool, question=question)
     usage = _Usage(chat_model)
-    messages: list[dict[str, Any]] = [
-        {"role": "system", "content": system_prompt(the_tool)},
-        *the_tool.demonstration(),
-        {"role": "user", "content": question},
-    ]
+    messages = pair_messages(the_tool, conversation or [{"role": "user", "content": question}])
     start = time.perf_counter()
     loaded: list[Any] = []
     try:

@@ -1,8 +1,11 @@
 """API keys: kept only as sha256 digests and compared in constant time.
 
-Keys come from the gateway config (``api_keys_sha256``, digests only) and from the ``ATLAS_API_KEYS``
-environment variable (comma-separated plain keys), which is hashed at start-up and then removed from the
-process environment so the plain keys do not outlive start-up. With no keys at all, the gateway is open
+Keys come from the gateway config (``api_keys_sha256``, ``admin_keys_sha256``: digests only) and from
+the ``ATLAS_API_KEYS`` / ``ATLAS_ADMIN_KEYS`` environment variables (comma-separated plain keys). Removing
+a variable with ``os.environ.pop`` does not remove it from ``/proc/PID/environ`` (the kernel keeps the
+environment the process was started with), so ``atlas serve`` first calls ``scrub_key_environ``: it
+hashes the plain keys and re-executes itself with only the digests in its environment. Admin keys guard
+/admin (and /metrics); an API key cannot reload the gateway. With no keys at all, the gateway is open
 (``atlas serve`` binds to loopback by default and says so in its log).
 """
 
@@ -11,9 +14,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import sys
 from collections.abc import Iterable
 
 ENV_VAR = "ATLAS_API_KEYS"
+ADMIN_ENV_VAR = "ATLAS_ADMIN_KEYS"
+DIGEST_SUFFIX = "_SHA256"  # ATLAS_API_KEYS_SHA256: the digests a re-executed gateway inherits
 
 
 def digest(key: str) -> str:
@@ -29,14 +35,18 @@ class KeyRing:
 
     @classmethod
     def from_sources(cls, config_digests: Iterable[str] = (), environ: dict[str, str] | None = None,
-                     consume_env: bool = True) -> "KeyRing":
-        """Digests from the config plus the hashed keys of ``ATLAS_API_KEYS`` (dropped from the env)."""
+                     consume_env: bool = True, admin: bool = False) -> "KeyRing":
+        """Digests from the config, plus the hashed keys of ``ATLAS_API_KEYS`` (``ATLAS_ADMIN_KEYS`` when
+        ``admin``; dropped from the env) and the digests of ``ATLAS_API_KEYS_SHA256`` (left by
+        ``scrub_key_environ``)."""
         env = os.environ if environ is None else environ
-        raw = env.pop(ENV_VAR, None) if consume_env else env.get(ENV_VAR)
+        name = ADMIN_ENV_VAR if admin else ENV_VAR
+        raw = env.pop(name, None) if consume_env else env.get(name)
         digests = list(config_digests)
         if raw:
             digests += [digest(k.strip()) for k in raw.split(",") if k.strip()]
         del raw
+        digests += [d.strip() for d in env.get(name + DIGEST_SUFFIX, "").split(",") if len(d.strip()) == 64]
         return cls(digests)
 
     @property
@@ -68,3 +78,20 @@ def bearer_token(authorization: str | None, api_key_header: str | None = None) -
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
     return api_key_header.strip() if api_key_header else None
+
+
+def scrub_key_environ(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> None:
+    """Replace plain keys in the environment by their digests and re-execute this process, so the plain
+    keys are gone from ``/proc/PID/environ`` too (the pid stays the same). A no-op without plain keys."""
+    env = dict(os.environ if environ is None else environ)
+    plain = [name for name in (ENV_VAR, ADMIN_ENV_VAR) if name in env]
+    if not plain:
+        return
+    for name in plain:
+        keys = [k.strip() for k in env.pop(name).split(",") if k.strip()]
+        old = [d for d in env.get(name + DIGEST_SUFFIX, "").split(",") if d]
+        env[name + DIGEST_SUFFIX] = ",".join(old + [digest(k) for k in keys])
+    args = argv or [sys.executable, *sys.orig_argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(args[0], args, env)

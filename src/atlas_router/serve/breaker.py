@@ -68,6 +68,12 @@ class CircuitBreaker:
         if self._state is not State.CLOSED:
             self._set(State.CLOSED)
 
+    def reset(self) -> None:
+        """Close the circuit and forget past failures (a reload: the operator fixed what failed)."""
+        self._consecutive = 0
+        self._trial_out = False
+        self._set(State.CLOSED)
+
     def failure(self) -> None:
         self._consecutive += 1
         self._trial_out = False
@@ -101,6 +107,10 @@ class BreakerBoard:
             if self._on_change:
                 self._on_change(model, State.CLOSED)
         return self._breakers[model]
+
+    def reset(self) -> None:
+        for breaker in self._breakers.values():
+            breaker.reset()
 
     def states(self) -> dict[str, str]:
         return {m: b.state.name.lower() for m, b in self._breakers.items()}

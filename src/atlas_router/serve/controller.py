@@ -5,6 +5,12 @@ model and the metrics. A routed request is answered by the first pair of the rou
 passes the request's constraints (allowed pairs, cost budget), whose model's circuit is not open, and
 that runs without error within its time limit; every attempt is reported back. A pool model name passes
 the conversation straight to that model.
+
+The chosen pair receives the conversation (its own system prompt in front), not a transcript. Request
+features beyond sampling (tools, response_format, n, logprobs, penalties) restrict routing to pairs whose
+tool lets the model answer directly and whose model serves them; when no pair or the named model cannot,
+the answer is a 400 naming the parameter. A streamed request from a direct pair streams the model's tokens
+as they come; the fallback to the next pair happens before the first token.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from atlas_router.execution.images import content_text
+
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
 from atlas_router.execution.record import PairRecord
-from atlas_router.execution.runner import run_pair
-from atlas_router.pool.models.base import SamplingParams
+from atlas_router.execution.runner import pair_messages, run_pair
+from atlas_router.pool.models.base import ChatModel, Completion, Delta, SamplingParams
+from atlas_router.pool.models.openai_http import UpstreamRefused
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.breaker import BreakerBoard
 from atlas_router.serve.metrics import GatewayMetrics
@@ -33,9 +42,10 @@ class GatewayError(Exception):
     """A request the gateway cannot answer: HTTP status, OpenAI error type and code, optional Retry-After."""
 
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 retry_after_s: float | None = None, attempts: list["Attempt"] | None = None) -> None:
+                 retry_after_s: float | None = None, attempts: list["Attempt"] | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.kind, self.code = status, kind, code
+        self.status, self.kind, self.code, self.param = status, kind, code, param
         self.retry_after_s = retry_after_s
         self.attempts = attempts or []
 
@@ -125,6 +135,32 @@ class Answer:
     estimated_cost: float | None = None
     overrides: Overrides = Overrides()
     alpha_applied: bool | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    logprobs: dict[str, Any] | None = None
+    alternatives: list[Completion] = field(default_factory=list)
+    live: "LiveText | None" = None  # the rest of a streamed reply, still being generated
+
+    def take(self, c: Completion, cost: float) -> None:
+        """Adopt a finished completion's text, tokens, finish reason and extras."""
+        self.text, self.input_tokens, self.output_tokens, self.cost = c.text, c.input_tokens, c.output_tokens, cost
+        self.finish_reason = c.finish_reason or "stop"
+        self.tool_calls, self.logprobs, self.alternatives = c.tool_calls, c.logprobs, list(c.alternatives)
+
+    async def pieces(self, piece_chars: int) -> AsyncIterator[str]:
+        """The reply's text in order: as generated for a live reply (which then fills in tokens and cost),
+        else the finished text cut into pieces."""
+        if self.live is None:
+            for i in range(0, len(self.text), piece_chars):
+                yield self.text[i:i + piece_chars]
+            return
+        live, self.live = self.live, None
+        if self.text:
+            yield self.text
+        async for delta in live.rest:
+            if delta.text:
+                yield delta.text
+            if delta.completion is not None:
+                self.take(delta.completion, live.model.cost(delta.completion.input_tokens, delta.completion.output_tokens))
 
     def atlas_field(self) -> dict[str, Any]:
         """The ``atlas`` object of the response body: pair, cluster, cost and the attempts made."""
@@ -145,8 +181,9 @@ class Answer:
         return out
 
     def headers(self) -> dict[str, str]:
-        h = {"x-atlas-model": self.model, "x-atlas-cost": f"{self.cost:.10g}",
-             "x-atlas-attempts": str(len(self.attempts))}
+        h = {"x-atlas-model": self.model, "x-atlas-attempts": str(len(self.attempts))}
+        if self.live is None:  # a live reply's cost is known only at its end (the final chunk's atlas object)
+            h["x-atlas-cost"] = f"{self.cost:.10g}"
         if self.tool:
             h["x-atlas-tool"] = self.tool
             h["x-atlas-pair"] = format_pair((self.model, self.tool))
@@ -158,34 +195,46 @@ class Answer:
         return h
 
 
-def message_text(content: Any) -> str:
-    """Text of a message's content: a string, or the text parts of a content list."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+@dataclass
+class LiveText:
+    """A reply still streaming from ``model``: the deltas after the first."""
+
+    model: ChatModel
+    rest: AsyncIterator[Delta]
 
 
 def question_of(messages: list[dict[str, Any]]) -> str:
-    """The routed question: the last user message; earlier turns (and a system message) go before it as
-    context, because a pair runs with its own system prompt."""
+    """What the router sees: the last user message (the pair itself receives the whole conversation)."""
     last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
     if last is None:
-        raise GatewayError(400, "the conversation has no user message to route", code="no_user_message")
-    question = message_text(messages[last].get("content")).strip()
+        raise GatewayError(400, "the conversation has no user message to route", code="no_user_message",
+                           param="messages")
+    question = content_text(messages[last].get("content") or "").strip()
     if not question:
-        raise GatewayError(400, "the last user message is empty", code="empty_question")
-    context = [m for i, m in enumerate(messages) if i != last and message_text(m.get("content")).strip()]
-    if not context:
-        return question
-    lines = [f"{m.get('role', 'user')}: {message_text(m.get('content')).strip()}" for m in context]
-    return "Conversation so far:\n" + "\n".join(lines) + f"\n\nQuestion: {question}"
+        raise GatewayError(400, "the last user message is empty", code="empty_question", param="messages")
+    return question
 
 
 def sampling_of(req: ChatRequest) -> SamplingParams:
+    fmt = req.response_format.model_dump(exclude_none=True) if req.response_format else None
+    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     return SamplingParams(temperature=req.temperature, top_p=req.top_p,
-                          max_tokens=req.max_completion_tokens or req.max_tokens, seed=req.seed, stop=req.stop_list())
+                          max_tokens=req.max_completion_tokens or req.max_tokens, seed=req.seed, stop=req.stop_list(),
+                          presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                          n=req.n or 1, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs,
+                          response_format=fmt, tools=tools, tool_choice=req.tool_choice)
+
+
+async def open_stream(model: ChatModel, messages: list[dict[str, Any]], params: SamplingParams) -> tuple[Delta, AsyncIterator[Delta]]:
+    """Start a streamed reply and wait for its first delta, so a failing model fails here (and can be
+    replaced) rather than after the response has started."""
+    stream = model.stream(messages, params)
+    try:
+        first = await anext(stream)
+    except BaseException:
+        await stream.aclose()
+        raise
+    return first, stream
 
 
 def estimate_cost(config: PoolConfig, pair: Pair, prompt_chars: int, max_tokens: int | None) -> float:
@@ -252,40 +301,84 @@ class Controller:
             return "routed"
         return "passthrough" if requested in self.model_names() else "unknown"
 
-    async def complete(self, req: ChatRequest, overrides: Overrides) -> Answer:
-        """Answer one chat request, routed or passed through; GatewayError when it cannot be answered."""
-        messages = [m.model_dump(exclude_none=True) for m in req.messages]
-        async with self._use_pool() as pool:
-            if self.routers.is_router_name(req.model):
-                return await self._routed(pool, req, messages, overrides)
-            if req.model in (m.name for m in pool.config.models):
-                return await self._passthrough(pool, req, messages)
-        known = ", ".join(self.routers.names() + self.model_names())
-        raise GatewayError(404, f"unknown model '{req.model}'; this gateway serves: {known}", code="model_not_found")
+    async def complete(self, req: ChatRequest, overrides: Overrides,
+                       stack: contextlib.AsyncExitStack | None = None) -> Answer:
+        """Answer one chat request, routed or passed through; GatewayError when it cannot be answered.
 
-    async def _passthrough(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]]) -> Answer:
+        A streamed answer may still be generating when this returns (``Answer.live``); ``stack`` then
+        holds the pool until the caller closes it after the last piece."""
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        params = sampling_of(req)
+        if req.stream and params.n > 1:
+            raise GatewayError(400, "n > 1 cannot be streamed by this gateway; ask for n = 1 or stream = false",
+                               code="unsupported_parameter", param="n")
+        own = stack is None
+        stack = stack or contextlib.AsyncExitStack()
+        try:
+            pool = await stack.enter_async_context(self._use_pool())
+            if self.routers.is_router_name(req.model):
+                return await self._routed(pool, req, messages, params, overrides)
+            if req.model in (m.name for m in pool.config.models):
+                return await self._passthrough(pool, req, messages, params)
+        finally:
+            if own:
+                await stack.aclose()
+        known = ", ".join(self.routers.names() + self.model_names())
+        raise GatewayError(404, f"unknown model '{req.model}'; this gateway serves: {known}", code="model_not_found",
+                           param="model")
+
+    async def _call(self, model: ChatModel, messages: list[dict[str, Any]], params: SamplingParams, stream: bool,
+                    limit: float) -> tuple[Completion | None, Delta | None, AsyncIterator[Delta] | None]:
+        """One model call within ``limit`` seconds: (completion, None, None), or for a stream (None, first
+        delta, the rest) when the first delta is not already the whole reply."""
+        async with asyncio.timeout(limit):
+            if not stream:
+                return await model.chat(messages, params), None, None
+            first, rest = await open_stream(model, messages, params)
+        if first.completion is not None:
+            await rest.aclose()
+            return first.completion, None, None
+        return None, first, rest
+
+    async def _passthrough(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]],
+                           params: SamplingParams) -> Answer:
+        model = pool.model(req.model)
+        missing = model.unsupported(params)
+        if missing:
+            raise GatewayError(400, f"model '{req.model}' does not support {', '.join(missing)}",
+                               code="unsupported_parameter", param=missing[0])
         breaker = self.breakers[req.model]
         if not breaker.allow():
             wait = breaker.retry_after_s()
             raise GatewayError(503, f"model '{req.model}' is failing (circuit open); retry in {wait:.0f}s",
                                kind="upstream_unavailable", code="circuit_open", retry_after_s=max(1.0, wait))
-        model = pool.model(req.model)
         start = time.perf_counter()
+        verdict = None  # every outcome gives the breaker a verdict or its trial slot back (finally)
         try:
-            async with asyncio.timeout(self.settings.attempt_timeout_s):
-                c = await model.chat(messages, sampling_of(req))
+            c, first, rest = await self._call(model, messages, params, req.stream, self.settings.attempt_timeout_s)
+            verdict = "ok"
+        except UpstreamRefused as err:  # the upstream is up and says the request is wrong
+            verdict = "ok"
+            raise GatewayError(400, f"upstream refused the request: {err}", code="upstream_refused") from None
         except (AtlasError, TimeoutError) as err:
-            breaker.failure()
+            verdict = "failed"
             self.metrics.upstream_failures.labels(model=req.model).inc()
             why = str(err) if isinstance(err, AtlasError) else f"timeout after {self.settings.attempt_timeout_s:g}s"
             raise GatewayError(502, why, kind="upstream_error", code="upstream_failed") from None
-        breaker.success()
+        finally:
+            {"ok": breaker.success, "failed": breaker.failure}.get(verdict or "", breaker.release)()
         latency = time.perf_counter() - start
-        return Answer(req.model, c.text, req.model, None, None, c.input_tokens, c.output_tokens,
-                      model.cost(c.input_tokens, c.output_tokens), latency, c.finish_reason,
-                      attempts=[Attempt(req.model, "", "ok", None, round(latency, 4))])
+        answer = Answer(req.model, "", req.model, None, None, 0, 0, 0.0, latency,
+                        attempts=[Attempt(req.model, "", "ok", None, round(latency, 4))])
+        if c is not None:
+            answer.take(c, model.cost(c.input_tokens, c.output_tokens))
+        else:
+            assert first is not None and rest is not None
+            answer.text, answer.live = first.text, LiveText(model, rest)
+        return answer
 
-    async def _routed(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]], ov: Overrides) -> Answer:
+    async def _routed(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]], params: SamplingParams,
+                      ov: Overrides) -> Answer:
         question = question_of(messages)
         resolved = self.routers.resolve(req.model)
         if resolved is None:
@@ -302,25 +395,42 @@ class Controller:
             self.metrics.errors.labels(kind="router_error").inc()
             routed = RouteResult([], None, {"router_error": f"{type(err).__name__}: {err}"})
         first: list[Attempt] = []
+        features = params.features()
         if policy is not None:
-            reason = router.rl_reason(routed)
+            reason = router.rl_reason(routed) if not features and len(messages) == 1 else None
             routed.explanation = {**routed.explanation, "path": "rl" if reason else "cluster", "path_reason": reason}
             if reason:
                 answer = await self._policy_answer(pool, policy, question, req, router_name, routed, ov, start)
                 if isinstance(answer, Answer):
                     return answer
                 first.append(answer)
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        ranking, estimates = self._candidates(pool.config, routed, ov, len(question), max_tokens)
-        record, attempts = await self._execute(pool, ranking, question, sampling_of(req))
-        attempts = first + attempts
-        if record is None:
-            self._raise_unanswered(attempts)
-        pair = (record.model, record.tool)
-        return Answer(req.model, record.response, record.model, record.tool, router_name, record.input_tokens,
-                      record.output_tokens, record.cost, time.perf_counter() - start, "stop",
-                      routed.utility if routed.ranking[:1] == [pair] else None, routed.explanation, attempts,
-                      estimates[pair], ov, batcher.alpha_supported if ov.alpha is not None else None)
+        prompt_chars = sum(len(content_text(m.get("content") or "")) for m in messages)
+        ranking, estimates = self._candidates(pool.config, routed, ov, prompt_chars, params.max_tokens)
+        if features:
+            ranking = self._serving(pool, ranking, params)
+        answer = Answer(req.model, "", "", None, router_name, 0, 0, 0.0, 0.0, explanation=routed.explanation,
+                        overrides=ov, alpha_applied=batcher.alpha_supported if ov.alpha is not None else None)
+        attempts = await self._execute(pool, ranking, question, messages, params, req.stream, answer)
+        answer.attempts = first + attempts
+        if not answer.model:
+            self._raise_unanswered(answer.attempts)
+        pair = (answer.model, answer.tool or "")
+        answer.latency_s = time.perf_counter() - start
+        answer.utility = routed.utility if routed.ranking[:1] == [pair] else None
+        answer.estimated_cost = estimates.get(pair)
+        return answer
+
+    def _serving(self, pool: Pool, ranking: list[Pair], params: SamplingParams) -> list[Pair]:
+        """The pairs that can serve the request's features: tools that let the model answer directly
+        (a tool loop or best-of-n would swallow tool calls, formats and choices) and models that serve
+        every feature; a 400 naming the features when none can."""
+        features = params.features()
+        kept = [p for p in ranking if pool.tool(p[1]).mode == "direct" and not pool.model(p[0]).unsupported(params)]
+        if not kept:
+            raise GatewayError(400, f"no pair of this gateway's pool serves {', '.join(features)} (none of its "
+                               "models supports it with a direct tool); remove it or ask a model that does",
+                               code="unsupported_parameter", param=features[0])
+        return kept
 
     async def _policy_answer(self, pool: Pool, policy: Any, question: str, req: ChatRequest, router_name: str,
                              routed: RouteResult, ov: Overrides, start: float) -> "Answer | Attempt":
@@ -366,11 +476,12 @@ class Controller:
                                    f"{cheapest:.3g})", code="over_budget")
         return ranking, estimates
 
-    async def _execute(self, pool: Pool, ranking: list[Pair], question: str,
-                       params: SamplingParams) -> tuple[PairRecord | None, list[Attempt]]:
-        """Run pairs in ranking order until one answers: at most ``max_attempts`` runs within the request
-        deadline, skipping models whose circuit is open. After a model fails, its other pairs wait until
-        every other model was tried."""
+    async def _execute(self, pool: Pool, ranking: list[Pair], question: str, messages: list[dict[str, Any]],
+                       params: SamplingParams, stream: bool, answer: Answer) -> list[Attempt]:
+        """Run pairs in ranking order until one answers (filling ``answer``): at most ``max_attempts``
+        runs within the request deadline, skipping models whose circuit is open. After a model fails, its
+        other pairs wait until every other model was tried. Every run ends with a breaker verdict or the
+        breaker's trial slot given back, whatever happens (cancellation included)."""
         attempts: list[Attempt] = []
         deadline = time.perf_counter() + self.settings.request_timeout_s
         pending = list(ranking)
@@ -384,40 +495,66 @@ class Controller:
             if not breaker.allow():
                 attempts.append(Attempt(model, tool, "skipped", "circuit open"))
                 continue
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                breaker.release()
-                break
-            ran += 1
-            if ran > 1:
-                self.metrics.fallbacks.inc()
-            t0 = time.perf_counter()
-            limit = min(self.settings.attempt_timeout_s, remaining)
+            verdict = None
             try:
-                async with asyncio.timeout(limit):
-                    record = await run_pair(pool, model, tool, question, params=params)
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                ran += 1
+                if ran > 1:
+                    self.metrics.fallbacks.inc()
+                t0 = time.perf_counter()
+                limit = min(self.settings.attempt_timeout_s, remaining)
+                error, outcome, verdict = await self._attempt(pool, pair, question, messages, params, stream, limit,
+                                                              answer)
+                latency = round(time.perf_counter() - t0, 4)
+                attempts.append(Attempt(model, tool, outcome, error, latency))
+                if outcome == "ok":
+                    answer.model, answer.tool = model, tool
+                    return attempts
+                if verdict == "failed":
+                    failed_models.add(model)
+                    self.metrics.upstream_failures.labels(model=model).inc()
+            finally:
+                {"ok": breaker.success, "failed": breaker.failure}.get(verdict or "", breaker.release)()
+        return attempts
+
+    async def _attempt(self, pool: Pool, pair: Pair, question: str, messages: list[dict[str, Any]],
+                       params: SamplingParams, stream: bool, limit: float,
+                       answer: Answer) -> tuple[str | None, str, str | None]:
+        """One pair's run: (error, outcome, breaker verdict). A direct pair is one model call on the
+        conversation (streamed when asked); other tools run through ``run_pair``."""
+        model_name, tool_name = pair
+        if pool.tool(tool_name).mode == "direct":
+            chat_model = pool.model(model_name)
+            turns = pair_messages(pool.tool(tool_name), messages)
+            try:
+                c, first, rest = await self._call(chat_model, turns, params, stream, limit)
             except TimeoutError:
-                record = None
-                error, outcome, upstream_fault = f"no answer within {limit:.3g}s", "timeout", True
-            except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing)
-                record = None
-                error, outcome, upstream_fault = str(err), "failed", False
+                return f"no answer within {limit:.3g}s", "timeout", "failed"
+            except UpstreamRefused as err:
+                return f"{type(err).__name__}: {err}", "failed", "ok"
+            except AtlasError as err:
+                return f"{type(err).__name__}: {err}", "failed", "failed"
+            if c is not None:
+                answer.take(c, chat_model.cost(c.input_tokens, c.output_tokens))
             else:
-                error, outcome = record.error, "failed"
-                upstream_fault = bool(error) and error.startswith(("BackendError", "TimeoutError"))
-            latency = round(time.perf_counter() - t0, 4)
-            if record is not None and not record.error:
-                breaker.success()
-                attempts.append(Attempt(model, tool, "ok", None, latency))
-                return record, attempts
-            if upstream_fault:
-                failed_models.add(model)
-                breaker.failure()
-                self.metrics.upstream_failures.labels(model=model).inc()
-            else:
-                breaker.release()
-            attempts.append(Attempt(model, tool, outcome, error, latency))
-        return None, attempts
+                assert first is not None and rest is not None
+                answer.text, answer.live = first.text, LiveText(chat_model, rest)
+            return None, "ok", "ok"
+        try:
+            async with asyncio.timeout(limit):
+                record = await run_pair(pool, model_name, tool_name, question, params=params, conversation=messages)
+        except TimeoutError:
+            return f"no answer within {limit:.3g}s", "timeout", "failed"
+        except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing): no verdict
+            return str(err), "failed", None
+        if record.error:
+            upstream_fault = record.error.startswith(("BackendError", "TimeoutError"))
+            return record.error, "failed", "failed" if upstream_fault else None
+        answer.text, answer.finish_reason = record.response, record.finish_reason or "stop"
+        answer.input_tokens, answer.output_tokens, answer.cost = record.input_tokens, record.output_tokens, record.cost
+        return None, "ok", "ok"
 
     def _raise_unanswered(self, attempts: list[Attempt]) -> None:
         if attempts and all(a.outcome == "skipped" for a in attempts):
@@ -440,6 +577,7 @@ class Controller:
             if retired:  # after the requests already routed by them (a policy finishes its episode)
                 asyncio.get_running_loop().run_in_executor(None, close_routers, retired)
             self._lease = _PoolLease(new_pool)
+            self.breakers.reset()  # a reload is the operator's fresh start: every circuit closes
             for spec in new_pool.config.models:
                 self.breakers[spec.name]
             old.retired = True

@@ -3,15 +3,19 @@
 ``POST /v1/chat/completions`` (streamed as server-sent events or not): model ``atlas`` (or
 ``atlas-cluster``, ``atlas-rl``, ``atlas-hybrid``) routes, a pool model name passes through.
 ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (also SIGHUP).
-Keys are checked and oversized bodies refused in ASGI middleware, before a body is read or parsed.
+Keys are checked and oversized bodies refused in ASGI middleware, before a body is read or parsed; when
+keys are set, /admin and /metrics want an admin key (an API key is not enough).
 
-A streamed reply starts once the chosen pair has finished (a tool loop's final answer does not exist
-before), so its status code and ``x-atlas-*`` headers are real; the text then arrives in chunks.
+A streamed reply starts once the chosen pair has produced its first token (or, for a tool loop, its final
+answer), so its status code and ``x-atlas-*`` headers are real; a direct pair's tokens then arrive as the
+model produces them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -33,7 +37,14 @@ from atlas_router.serve.auth import KeyRing, bearer_token
 from atlas_router.serve.controller import Answer, Controller, GatewayError, Overrides
 from atlas_router.serve.logs import gateway_logger
 from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics
-from atlas_router.serve.openai_schema import ChatRequest, completion_body, error_body
+from atlas_router.serve.openai_schema import (
+    ChatRequest,
+    RequestError,
+    choice_body,
+    completion_body,
+    error_body,
+    parse_chat_request,
+)
 from atlas_router.serve.registry import DefaultRule, RouterRegistry
 from atlas_router.serve.settings import GatewaySettings
 
@@ -99,24 +110,36 @@ class BodyLimitMiddleware:
 
 
 class AuthMiddleware:
-    """401 unless a valid key comes with requests to /v1 and /admin (and /metrics when not public)."""
+    """401 unless a valid key comes with requests to /v1; /admin (and /metrics unless public) want an
+    admin key: 401 without one, 403 for an API key. With no keys at all the gateway is open (loopback)."""
 
-    def __init__(self, app: ASGIApp, keys: KeyRing, metrics_public: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, metrics_public: bool, admin_keys: KeyRing | None = None) -> None:
         self.app = app
         self.keys = keys
+        self.admin_keys = admin_keys or KeyRing()
         self.metrics_public = metrics_public
 
-    def _protected(self, path: str) -> bool:
-        return path.startswith(("/v1/", "/admin/")) or (path == "/metrics" and not self.metrics_public)
+    def _admin_path(self, path: str) -> bool:
+        return path.startswith("/admin/") or (path == "/metrics" and not self.metrics_public)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or not self.keys.enabled or not self._protected(scope.get("path", "")):
+        if scope["type"] != "http" or not (self.keys.enabled or self.admin_keys.enabled):
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        admin = self._admin_path(path)
+        if not admin and not path.startswith("/v1/"):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         token = bearer_token(headers.get(b"authorization", b"").decode("latin-1") or None,
                              headers.get(b"x-api-key", b"").decode("latin-1") or None)
-        key_id = self.keys.check(token)
+        key_id = self.admin_keys.check(token) if admin else self.keys.check(token)
+        api_key = admin and key_id is None and self.keys.check(token) is not None
         del token
+        if api_key:
+            body = error_body(f"{path} needs an admin key (ATLAS_ADMIN_KEYS or admin_keys_sha256); an API key "
+                              "is not enough" + ("" if self.admin_keys.enabled else "; none is configured, so "
+                              "reload with SIGHUP"), kind="permission_error", code="admin_key_required")
+            return await _send_json(send, 403, body)
         if key_id is None:
             body = error_body("missing or invalid API key (send 'Authorization: Bearer KEY')",
                               kind="authentication_error", code="invalid_api_key")
@@ -125,43 +148,69 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-def _sse(answer: Answer, req: ChatRequest, completion_id: str) -> AsyncIterator[bytes]:
-    """The answer as ``chat.completion.chunk`` events: role, content pieces, finish (with the ``atlas``
-    object), optionally usage, then ``[DONE]``."""
+def _sse(answer: Answer, req: ChatRequest, completion_id: str, fingerprint: str,
+         on_done: Callable[[Answer, BaseException | None], Awaitable[None]]) -> AsyncIterator[bytes]:
+    """The answer as ``chat.completion.chunk`` events: role, content pieces (as the model produces them
+    for a live answer), tool calls, finish (with the ``atlas`` object), optionally usage, then ``[DONE]``.
+    ``on_done`` runs last, whatever happened (it releases what the request holds)."""
     created = int(time.time())
+    usage_on = req.include_usage()
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    def event(body: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any) -> bytes:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                "system_fingerprint": fingerprint,
+                "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}], **extra}
+        if usage_on:
+            body.setdefault("usage", None)
+        return event(body)
+
     async def events() -> AsyncIterator[bytes]:
-        yield chunk({"role": "assistant", "content": ""})
-        text = answer.text
-        for i in range(0, len(text), STREAM_PIECE_CHARS):
-            yield chunk({"content": text[i:i + STREAM_PIECE_CHARS]})
-        yield chunk({}, answer.finish_reason or "stop", atlas=answer.atlas_field())
-        options = (req.model_extra or {}).get("stream_options") or {}
-        if isinstance(options, dict) and options.get("include_usage"):
-            usage = {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
-                     "total_tokens": answer.input_tokens + answer.output_tokens}
-            body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
-                    "choices": [], "usage": usage}
-            yield b"data: " + json.dumps(body).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        failure: BaseException | None = None
+        try:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            first = True
+            async for piece in answer.pieces(STREAM_PIECE_CHARS):
+                yield chunk({"content": piece}, logprobs=answer.logprobs if first else None)
+                first = False
+            if answer.tool_calls:
+                calls = [{"index": i, **call} for i, call in enumerate(answer.tool_calls)]
+                yield chunk({"tool_calls": calls})
+            yield chunk({}, answer.finish_reason or "stop", atlas=answer.atlas_field())
+            if usage_on:
+                usage = {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
+                         "total_tokens": answer.input_tokens + answer.output_tokens}
+                yield event({"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                             "model": req.model, "system_fingerprint": fingerprint, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+        except Exception as err:  # the model failed mid-stream: say so in the stream (headers are sent)
+            failure = err
+            yield event(error_body(f"the model failed while streaming: {type(err).__name__}: {err}",
+                                   kind="upstream_error", code="stream_failed"))
+        finally:
+            await on_done(answer, failure)
 
     return events()
 
 
 def _error_response(status: int, message: str, kind: str, code: str | None,
-                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind=kind, code=code), status_code=status, headers=headers)
+                    headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind=kind, code=code, param=param), status_code=status, headers=headers)
+
+
+def _fingerprint(pool: Pool) -> str:
+    """``system_fingerprint``: changes when the served pool's models or tools change (a reload)."""
+    blob = json.dumps(pool.config.model_dump(mode="json"), sort_keys=True, default=str)
+    return "fp_" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike[str] | None = None,
                        routers: dict[str, Any] | None = None,
                        router_loaders: dict[str, Callable[[], Any]] | None = None,
                        settings: GatewaySettings | None = None, keys: KeyRing | None = None,
+                       admin_keys: KeyRing | None = None,
                        use_cache: bool | None = None, handle_sighup: bool = False) -> FastAPI:
     """The gateway app.
 
@@ -169,7 +218,9 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     ``pool_path`` again (a ``pool`` object is rebuilt from its config). ``routers`` maps gateway names
     (``atlas-cluster`` ...) to router objects; ``router_loaders`` maps them to functions that build them
     again on reload (and first, for names ``routers`` lacks). ``keys`` defaults to the settings' digests
-    plus ATLAS_API_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only; the CLI sets it).
+    plus ATLAS_API_KEYS, ``admin_keys`` (for /admin, and /metrics unless ``metrics_public``) to the
+    settings' admin digests plus ATLAS_ADMIN_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only;
+    the CLI sets it).
     """
     settings = settings or GatewaySettings()
     pool_loader = None
@@ -177,6 +228,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         pool_loader = lambda: Pool.load(pool_path, use_cache=use_cache)  # noqa: E731 - reload reads the file again
         pool = pool_loader()
     keys = keys if keys is not None else KeyRing.from_sources(settings.api_keys_sha256)
+    admin_keys = admin_keys if admin_keys is not None else KeyRing.from_sources(settings.admin_keys_sha256, admin=True)
+    started = int(time.time())  # /v1/models "created": stable for the gateway's lifetime
     metrics = GatewayMetrics()
     holder: dict[str, Controller] = {}
     registry = RouterRegistry(DefaultRule(lambda: holder["c"].pool.config))
@@ -228,7 +281,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
 
     app = FastAPI(title="atlas-router gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=keys, metrics_public=settings.metrics_public)
+    metrics_public = settings.metrics_public if settings.metrics_public is not None else not keys.enabled
+    app.add_middleware(AuthMiddleware, keys=keys, metrics_public=metrics_public, admin_keys=admin_keys)
     app.state.controller = controller
     app.state.metrics = metrics
     app.state.admission = admission
@@ -245,20 +299,33 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         metrics.errors.labels(kind="bad_request").inc()
         return _error_response(400, f"{loc or 'body'}: {first.get('msg')}", "invalid_request_error", "bad_request")
 
+    def account(answer: Answer) -> None:
+        metrics.cost.labels(model=answer.model, tool=answer.tool or "").inc(answer.cost)
+        metrics.tokens.labels(model=answer.model, direction="input").inc(answer.input_tokens)
+        metrics.tokens.labels(model=answer.model, direction="output").inc(answer.output_tokens)
+
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest, request: Request) -> Response:
+    async def chat(request: Request) -> Response:
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        try:
+            req = parse_chat_request(await request.body())
+        except RequestError as err:
+            metrics.errors.labels(kind="bad_request").inc()
+            metrics.requests.labels(kind="invalid", status="400").inc()
+            return _error_response(400, str(err), "invalid_request_error", "bad_request",
+                                   {"x-request-id": request_id}, param=err.param)
         kind = controller.kind_of(req.model)
         start = time.perf_counter()
         status, answer, error = 200, None, None
+        stack = contextlib.AsyncExitStack()  # the admission slot and the pool, held until the reply is sent
         try:
             overrides = Overrides.parse((req.model_extra or {}).get("atlas"), dict(request.headers))
             try:
-                async with admission.slot():
-                    answer = await controller.complete(req, overrides)
+                await stack.enter_async_context(admission.slot())
             except Rejected as err:
                 raise GatewayError(429, str(err), kind="rate_limit_error", code="gateway_busy",
                                    retry_after_s=err.retry_after_s) from None
+            answer = await controller.complete(req, overrides, stack)
         except GatewayError as err:
             status, error = err.status, err
         except AtlasError as err:
@@ -266,6 +333,9 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         except Exception as err:  # the request boundary: log it, answer 500, keep serving
             log.exception("request failed", extra={"request_id": request_id})
             status, error = 500, GatewayError(500, f"internal error ({type(err).__name__})", kind="server_error")
+        finally:
+            if answer is None or answer.live is None:
+                await stack.aclose()
         elapsed = time.perf_counter() - start
         metrics.requests.labels(kind=kind, status=str(status)).inc()
         metrics.latency.labels(kind=kind).observe(elapsed)
@@ -279,26 +349,34 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
             headers = {"x-request-id": request_id}
             if error.retry_after_s is not None:
                 headers["retry-after"] = str(max(1, round(error.retry_after_s)))
-            return _error_response(status, str(error), error.kind, error.code, headers)
+            return _error_response(status, str(error), error.kind, error.code, headers, param=error.param)
         assert answer is not None
         metrics.routes.labels(router=answer.router or "passthrough", model=answer.model, tool=answer.tool or "").inc()
-        metrics.cost.labels(model=answer.model, tool=answer.tool or "").inc(answer.cost)
-        metrics.tokens.labels(model=answer.model, direction="input").inc(answer.input_tokens)
-        metrics.tokens.labels(model=answer.model, direction="output").inc(answer.output_tokens)
-        fields.update(router=answer.router, pair_model=answer.model, pair_tool=answer.tool, cost=answer.cost,
+        fields.update(router=answer.router, pair_model=answer.model, pair_tool=answer.tool,
                       attempts=len(answer.attempts), cluster=answer.explanation.get("cluster"))
-        log.info("request answered", extra=fields)
         headers = {"x-request-id": request_id, **answer.headers()}
+        fingerprint = _fingerprint(controller.pool)
         if req.stream:
-            return StreamingResponse(_sse(answer, req, request_id), media_type="text/event-stream",
+            async def done(final: Answer, failure: BaseException | None) -> None:
+                await stack.aclose()
+                account(final)
+                log.info("request answered" if failure is None else "stream failed",
+                         extra={**fields, "cost": final.cost, "error": str(failure) if failure else None})
+
+            return StreamingResponse(_sse(answer, req, request_id, fingerprint, done), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
-        body = completion_body(req.model, answer.text, answer.input_tokens, answer.output_tokens,
-                               answer.finish_reason, extra={"id": request_id, "atlas": answer.atlas_field()})
+        account(answer)
+        log.info("request answered", extra={**fields, "cost": answer.cost})
+        choices = [choice_body(0, answer.text, answer.finish_reason, answer.tool_calls, answer.logprobs)]
+        choices += [choice_body(i, c.text, c.finish_reason, c.tool_calls, c.logprobs)
+                    for i, c in enumerate(answer.alternatives, start=1)]
+        body = completion_body(req.model, choices, answer.input_tokens, answer.output_tokens, fingerprint,
+                               extra={"id": request_id, "atlas": answer.atlas_field()})
         return JSONResponse(body, headers=headers)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        created = int(time.time())
+        created = started
         data = [{"id": n, "object": "model", "created": created, "owned_by": "atlas-router"} for n in registry.names()]
         data += [{"id": n, "object": "model", "created": created, "owned_by": "pool"} for n in controller.model_names()]
         return {"object": "list", "data": data}

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from atlas_router.errors import AtlasError, UnknownNameError
 from atlas_router.pool.models.base import SamplingParams
 from atlas_router.pool.pool import Pool
-from atlas_router.serve.openai_schema import ChatRequest, completion_body, error_body
+from atlas_router.serve.openai_schema import ChatRequest, choice_body, completion_body, error_body
 
 
 def create_model_app(pool: Pool) -> FastAPI:
@@ -40,7 +40,7 @@ def create_model_app(pool: Pool) -> FastAPI:
             c = await model.chat(messages, params)
         except AtlasError as err:
             return JSONResponse(error_body(str(err), kind="upstream_error"), status_code=502)
-        return completion_body(req.model, c.text, c.input_tokens, c.output_tokens, c.finish_reason)
+        return completion_body(req.model, [choice_body(0, c.text, c.finish_reason)], c.input_tokens, c.output_tokens)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -23,6 +23,7 @@ class GatewaySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     api_keys_sha256: list[str] = Field(default_factory=list)
+    admin_keys_sha256: list[str] = Field(default_factory=list)  # for /admin and /metrics; API keys cannot
     max_body_bytes: int = Field(1_048_576, gt=0)
     max_concurrency: int = Field(64, gt=0)
     max_queue: int = Field(256, ge=0)
@@ -32,16 +33,16 @@ class GatewaySettings(BaseModel):
     max_attempts: int = Field(3, gt=0)
     breaker_failures: int = Field(5, gt=0)
     breaker_cooldown_s: float = Field(30.0, gt=0)
-    metrics_public: bool = True
+    metrics_public: bool | None = None  # None: public only while the gateway has no keys
     graceful_timeout_s: float = Field(30.0, gt=0)
 
-    @field_validator("api_keys_sha256")
+    @field_validator("api_keys_sha256", "admin_keys_sha256")
     @classmethod
     def _hex_digests(cls, v: list[str]) -> list[str]:
         out = [d.strip().lower() for d in v]
         bad = [d for d in out if not _HEX64.match(d)]
         if bad:
-            raise ValueError("api_keys_sha256 entries must be 64 hex digits (sha256 of the key)")
+            raise ValueError("entries must be 64 hex digits (sha256 of the key)")
         return out
 
 

@@ -1,13 +1,18 @@
-"""The model interface: one async ``chat`` call returning text and token usage.
+"""The model interface: one async ``chat`` call returning text and token usage, and ``stream`` for the
+same reply piece by piece.
 
-Backends (OpenAI-compatible HTTP, in-process GGUF) implement ``_chat``; the base class adds the disk
-cache and cost accounting, so every backend counts cost the same way.
+Backends (OpenAI-compatible HTTP, in-process GGUF) implement ``_chat`` (and ``_stream`` when they can
+produce text incrementally); the base class adds the disk cache and cost accounting, so every backend
+counts cost the same way. Request features beyond plain sampling (tools, response_format, n, logprobs,
+penalties) are served only by backends that list them in ``features``; callers ask ``unsupported``
+first and refuse the rest, so nothing is silently ignored.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from atlas_router.config import ModelSpec
@@ -27,9 +32,20 @@ class Completion:
     output_tokens: int
     finish_reason: str | None = None
     cached: bool = False
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's shape, as the backend returned them
+    logprobs: dict[str, Any] | None = None  # OpenAI's choice.logprobs object
+    alternatives: list["Completion"] = field(default_factory=list)  # choices 2..n when n > 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Delta:
+    """A piece of a streamed reply; the last one carries the whole ``completion`` (its text may be empty)."""
+
+    text: str
+    completion: Completion | None = None
 
 
 @dataclass(frozen=True)
@@ -41,10 +57,32 @@ class SamplingParams:
     max_tokens: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None  # OpenAI's shape: {"type": "json_object" | "json_schema", ...}
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    def features(self) -> list[str]:
+        """The request parameters beyond plain sampling that these params use (named as in the API)."""
+        used = {
+            "tools": bool(self.tools),
+            "response_format": bool(self.response_format) and self.response_format.get("type") != "text",
+            "n": self.n > 1,
+            "logprobs": self.logprobs,
+            "presence_penalty": bool(self.presence_penalty),
+            "frequency_penalty": bool(self.frequency_penalty),
+        }
+        return [name for name, on in used.items() if on]
 
 
 class ChatModel(ABC):
     """A pool model. ``chat`` is safe to call concurrently; backends bound their own concurrency."""
+
+    features: frozenset[str] = frozenset()  # which of SamplingParams.features() this backend serves
 
     def __init__(self, spec: ModelSpec, cache: "ResponseCache | None" = None) -> None:
         self.spec = spec
@@ -55,20 +93,29 @@ class ChatModel(ABC):
         """Fill unset sampling fields from the model's defaults."""
         d = self.spec.sampling
         p = params or SamplingParams()
-        return SamplingParams(
+        return replace(
+            p,
             temperature=d.temperature if p.temperature is None else p.temperature,
             top_p=d.top_p if p.top_p is None else p.top_p,
             max_tokens=d.max_tokens if p.max_tokens is None else p.max_tokens,
             seed=d.seed if p.seed is None else p.seed,
-            stop=p.stop,
         )
+
+    def unsupported(self, params: SamplingParams | None) -> list[str]:
+        """The request parameters in ``params`` this model cannot serve (empty when it can serve them all)."""
+        return [f for f in (params.features() if params else []) if f not in self.features]
+
+    def _cache_key(self, resolved: SamplingParams, messages: list[Message]) -> str | None:
+        # the cache key covers plain sampling only, so replies shaped by tools, formats or n are not cached
+        if self.cache is None or resolved.features():
+            return None
+        return self.cache.key(self.spec, resolved, messages)
 
     async def chat(self, messages: list[Message], params: SamplingParams | None = None) -> Completion:
         """Answer a conversation, from the cache when the same call was made before."""
         resolved = self.resolve(params)
-        key = None
-        if self.cache is not None:
-            key = self.cache.key(self.spec, resolved, messages)
+        key = self._cache_key(resolved, messages)
+        if key is not None and self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
@@ -76,6 +123,24 @@ class ChatModel(ABC):
         if key is not None and self.cache is not None:
             self.cache.put(key, completion)
         return completion
+
+    async def stream(self, messages: list[Message], params: SamplingParams | None = None) -> AsyncIterator[Delta]:
+        """The reply as it is produced: text pieces, then a Delta carrying the whole Completion."""
+        resolved = self.resolve(params)
+        key = self._cache_key(resolved, messages)
+        hit = self.cache.get(key) if key is not None and self.cache is not None else None
+        if hit is not None:
+            yield Delta(hit.text, hit)
+            return
+        async for delta in self._stream(messages, resolved):
+            if delta.completion is not None and key is not None and self.cache is not None:
+                self.cache.put(key, delta.completion)
+            yield delta
+
+    async def _stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
+        """Backends that cannot stream answer in one piece."""
+        completion = await self._chat(messages, params)
+        yield Delta(completion.text, completion)
 
     @abstractmethod
     async def _chat(self, messages: list[Message], params: SamplingParams) -> Completion:

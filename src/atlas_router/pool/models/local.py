@@ -14,15 +14,18 @@ import importlib.util
 import os
 import shutil
 import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from atlas_router.config import ModelSpec
 from atlas_router.errors import BackendError
-from atlas_router.pool.models.base import ChatModel, Completion, Message, SamplingParams
+from atlas_router.pool.models.base import ChatModel, Completion, Delta, Message, SamplingParams
 from atlas_router.pool.models.cache import ResponseCache
 from atlas_router.pool.models.weights import resolve_weights
 
+LLAMA_FEATURES = frozenset({"tools", "response_format", "n", "presence_penalty", "frequency_penalty"})
 CONVERTED_DIR = Path(os.environ.get("ATLAS_MODEL_CACHE", "~/.cache/atlas-router/converted")).expanduser()
 
 
@@ -67,12 +70,19 @@ def load_transformers(weights: str) -> tuple[Any, Any]:
 
 
 class LocalChatModel(ChatModel):
-    """A model run in this process from local weights."""
+    """A model run in this process from local weights.
+
+    With llama.cpp it streams, constrains ``response_format`` with a JSON grammar (a JSON Schema becomes
+    a grammar too), applies penalties, answers ``n`` > 1 by sampling n times with seeds seed, seed+1, ...
+    and calls functions through llama-cpp-python's ``chatml-function-calling`` handler (grammar-constrained
+    arguments; the SmolLM2 family speaks ChatML). Logprobs need a context built with ``logits_all``
+    (a vocabulary-sized row per position), so they are not offered."""
 
     def __init__(self, spec: ModelSpec, cache: ResponseCache | None = None, engine: str | None = None) -> None:
         super().__init__(spec, cache)
         assert spec.weights is not None
         self.engine = engine or ("llama_cpp" if llama_cpp_available() and spec.weights.endswith(".gguf") else "transformers")
+        self.features = LLAMA_FEATURES if self.engine == "llama_cpp" else frozenset({"n"})
         self._loaded: Any = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -87,7 +97,7 @@ class LocalChatModel(ChatModel):
                         self._loaded = Llama(
                             model_path=str(resolve_weights(self.spec.weights or "")),
                             n_ctx=4096,
-                            n_threads=max(1, os.cpu_count() or 1),
+                            n_threads=max(1, len(os.sched_getaffinity(0))),  # honours taskset / CPU sets
                             seed=0,
                             verbose=False,
                         )
@@ -103,36 +113,138 @@ class LocalChatModel(ChatModel):
     def _generate(self, messages: list[Message], params: SamplingParams) -> Completion:
         loaded = self._load()
         with self._run_lock:
-            if self.engine == "llama_cpp":
-                return self._generate_llama(loaded, messages, params)
-            return self._generate_transformers(loaded, messages, params)
+            runs = []
+            for i in range(params.n):  # n > 1: independent samples, each with its own seed
+                one = replace(params, n=1, seed=None if params.seed is None else params.seed + i)
+                if self.engine == "llama_cpp":
+                    runs.append(self._generate_llama(loaded, messages, one))
+                else:
+                    runs.append(self._generate_transformers(loaded, messages, one))
+        first = runs[0]
+        first.input_tokens = max(r.input_tokens for r in runs)
+        first.output_tokens = sum(r.output_tokens for r in runs)
+        first.alternatives = runs[1:]
+        return first
+
+    async def _stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
+        """Tokens as llama.cpp produces them, handed from its worker thread through a queue; closing the
+        iterator (a client gone) stops generation at the next token."""
+        if self.engine != "llama_cpp" or params.n > 1 or params.tools:
+            async for delta in super()._stream(messages, params):
+                yield delta
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def work() -> None:
+            try:
+                for item in self._generate_llama_stream(messages, params, cancelled):
+                    loop.call_soon_threadsafe(queue.put_nowait, ("item", item))
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", err))
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    break
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            cancelled.set()
+            if worker.done():
+                worker.result()
+
+    def _generate_llama_stream(self, messages: list[Message], params: SamplingParams,
+                               cancelled: threading.Event) -> Iterator[Delta]:
+        llm = self._load()
+        with self._run_lock:
+            pieces: list[str] = []
+            finish = None
+            for chunk in llm.create_chat_completion(messages=self._text_messages(messages), stream=True,
+                                                    **self._llama_kwargs(params)):
+                if cancelled.is_set():
+                    return
+                choice = chunk["choices"][0]
+                text = choice.get("delta", {}).get("content") or ""
+                finish = choice.get("finish_reason") or finish
+                if text:
+                    pieces.append(text)
+                    yield Delta(text)
+            output_tokens = len(pieces)  # llama.cpp yields one chunk per sampled token
+            input_tokens = max(0, llm.n_tokens - output_tokens)
+        yield Delta("", Completion("".join(pieces), input_tokens, output_tokens, finish or "stop"))
 
     @staticmethod
-    def _text_messages(messages: list[Message]) -> list[dict[str, str]]:
-        out = []
+    def _text_messages(messages: list[Message]) -> list[dict[str, Any]]:
+        """Plain-text turns; a tool result becomes a user turn (the chat templates here know no tool role)."""
+        out: list[dict[str, Any]] = []
         for m in messages:
             content = m.get("content") or ""
             if isinstance(content, list):
                 content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-            out.append({"role": m.get("role", "user"), "content": str(content)})
+            role = m.get("role", "user")
+            if role in ("tool", "function"):
+                role, content = "user", f"Result of the function call: {content}"
+            elif role == "developer":
+                role = "system"
+            turn: dict[str, Any] = {"role": role, "content": str(content)}
+            if role == "assistant" and m.get("tool_calls"):
+                turn["tool_calls"] = m["tool_calls"]
+            out.append(turn)
         return out
 
-    def _generate_llama(self, llm: Any, messages: list[Message], params: SamplingParams) -> Completion:
-        result = llm.create_chat_completion(
-            messages=self._text_messages(messages),
+    @staticmethod
+    def _llama_kwargs(params: SamplingParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(
             temperature=params.temperature or 0.0,
             top_p=params.top_p or 1.0,
             max_tokens=params.max_tokens,
             seed=params.seed if params.seed is not None else -1,
             stop=list(params.stop) or None,
+            presence_penalty=params.presence_penalty or 0.0,
+            frequency_penalty=params.frequency_penalty or 0.0,
         )
+        fmt = params.response_format or {}
+        if fmt.get("type") == "json_object":
+            kwargs["response_format"] = {"type": "json_object"}
+        elif fmt.get("type") == "json_schema":  # OpenAI's shape -> llama-cpp-python's (a schema-derived grammar)
+            kwargs["response_format"] = {"type": "json_object", "schema": (fmt.get("json_schema") or {}).get("schema", {})}
+        return kwargs
+
+    def _generate_llama(self, llm: Any, messages: list[Message], params: SamplingParams) -> Completion:
+        text_messages = self._text_messages(messages)
+        if params.tools:
+            from llama_cpp.llama_chat_format import chatml_function_calling
+
+            kwargs = self._llama_kwargs(params)
+            kwargs.pop("seed")
+            choice_arg = params.tool_choice or "auto"
+            if choice_arg == "required":  # exactly one function may be called: name it
+                names = [t["function"]["name"] for t in params.tools]
+                if len(names) != 1:
+                    raise BackendError(f"model '{self.name}': tool_choice 'required' with several tools is not "
+                                       "supported; name the function in tool_choice")
+                choice_arg = {"type": "function", "function": {"name": names[0]}}
+            result = chatml_function_calling(llama=llm, messages=text_messages, tools=params.tools,
+                                             tool_choice=choice_arg, **kwargs)
+        else:
+            result = llm.create_chat_completion(messages=text_messages, **self._llama_kwargs(params))
         choice = result["choices"][0]
         usage = result.get("usage", {})
+        message = choice["message"]
+        tool_calls = [{"id": c["id"], "type": "function", "function": dict(c["function"])}
+                      for c in message.get("tool_calls") or []] or None
         return Completion(
-            choice["message"].get("content") or "",
+            message.get("content") or "",
             int(usage.get("prompt_tokens", 0)),
             int(usage.get("completion_tokens", 0)),
-            choice.get("finish_reason"),
+            "tool_calls" if tool_calls else choice.get("finish_reason"),
+            tool_calls=tool_calls,
         )
 
     def _generate_transformers(self, loaded: Any, messages: list[Message], params: SamplingParams) -> Completion:

@@ -25,12 +25,35 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_MAX_S = 8.0
 
 
+class UpstreamRefused(BackendError):
+    """The endpoint answered a 4xx other than a retryable one: it is up, but refuses this request."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Retryable(Exception):
     """A failure worth another try; its message is the cause recorded if all tries fail."""
 
 
+def _choice(choice: dict[str, Any]) -> Completion:
+    """One choice of a response body; tool calls and logprobs are kept as the endpoint sent them."""
+    message = choice["message"]
+    text = message.get("content") or ""
+    if not isinstance(text, str):
+        raise TypeError("message.content is not a string")
+    tool_calls = message.get("tool_calls") or None
+    if tool_calls is not None and not isinstance(tool_calls, list):
+        raise TypeError("message.tool_calls is not a list")
+    return Completion(text, 0, 0, choice.get("finish_reason"), tool_calls=tool_calls, logprobs=choice.get("logprobs"))
+
+
 class OpenAIChatModel(ChatModel):
-    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+    """A model behind an OpenAI-compatible ``/chat/completions`` endpoint; request features (tools,
+    response_format, n, logprobs, penalties) are forwarded, and the endpoint's own 400 says if it lacks one."""
+
+    features = frozenset({"tools", "response_format", "n", "logprobs", "presence_penalty", "frequency_penalty"})
 
     def __init__(self, spec: ModelSpec, cache: ResponseCache | None = None) -> None:
         super().__init__(spec, cache)
@@ -66,6 +89,11 @@ class OpenAIChatModel(ChatModel):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        forwarded = {"presence_penalty": params.presence_penalty or None, "frequency_penalty": params.frequency_penalty or None,
+                     "n": params.n if params.n > 1 else None, "logprobs": params.logprobs or None,
+                     "top_logprobs": params.top_logprobs, "response_format": params.response_format,
+                     "tools": params.tools, "tool_choice": params.tool_choice}
+        body.update({k: v for k, v in forwarded.items() if v is not None})
         return body
 
     async def _chat(self, messages: list[Message], params: SamplingParams) -> Completion:
@@ -99,13 +127,12 @@ class OpenAIChatModel(ChatModel):
             err.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else 0.0  # type: ignore[attr-defined]
             raise err
         if response.status_code >= 400:
-            raise BackendError(f"model '{self.name}': HTTP {response.status_code}: {response.text[:300]}")
+            raise UpstreamRefused(f"model '{self.name}': HTTP {response.status_code}: {response.text[:300]}",
+                                  response.status_code)
         try:
             data = response.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"] or ""
-            if not isinstance(text, str):
-                raise TypeError("message.content is not a string")
+            choices = [_choice(c) for c in data["choices"]]
+            first = choices[0]
         except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
             raise _Retryable(f"malformed response body ({type(err).__name__}): {response.text[:200]!r}") from None
         usage = data.get("usage") or {}
@@ -114,8 +141,9 @@ class OpenAIChatModel(ChatModel):
         if not isinstance(input_tokens, int):
             input_tokens = count_message_tokens(messages)
         if not isinstance(output_tokens, int):
-            output_tokens = count_tokens(text)
-        return Completion(text, input_tokens, output_tokens, choice.get("finish_reason"))
+            output_tokens = sum(count_tokens(c.text) for c in choices)
+        first.input_tokens, first.output_tokens, first.alternatives = input_tokens, output_tokens, choices[1:]
+        return first
 
     async def ping(self) -> str:
         """List the endpoint's models, then make one tiny call."""
