@@ -119,8 +119,9 @@ def test_shrinkage_backs_off_towards_the_pooled_accuracy(encoder):
                              "score": 0.0 if word == "apples" else 1.0, "cost": 1.0})
     df = pd.DataFrame(rows)
     q = ["question about rockets number 7"]
-    raw = ClusterRouter(k=2, alpha=0.0, shrinkage=0.0).fit(df, encoder).route(q)[0]
-    shrunk = ClusterRouter(k=2, alpha=0.0, shrinkage=10.0).fit(df, encoder).route(q)[0]
+    # the paper's method with a given pseudo-count isolates shrinkage (no CV, no evidence rule)
+    raw = ClusterRouter(k=2, alpha=0.0, method="paper", shrinkage=0.0).fit(df, encoder).route(q)[0]
+    shrunk = ClusterRouter(k=2, alpha=0.0, method="paper", shrinkage=10.0).fit(df, encoder).route(q)[0]
     print("m=0:", raw.pair, raw.explanation["top"][:2], "\nm=10:", shrunk.pair, shrunk.explanation["top"][:2])
     assert raw.model == "spiky" and shrunk.model == "steady"
     spiky = next(t for t in shrunk.explanation["top"] if t["model"] == "spiky")
@@ -138,8 +139,8 @@ def test_benchmark_posterior_separates_a_mixed_cluster(encoder):
                              "score": float(model == best or i % 2 == 0), "cost": 1.0})
     df = pd.DataFrame(rows)
     qs = ["tell me about apples please 3", "tell me about rockets please 4"]
-    mixed = ClusterRouter(k=1, alpha=0.0).fit(df, encoder)
-    plain = ClusterRouter(k=1, alpha=0.0, task_weight=0.0).fit(df, encoder)
+    mixed = ClusterRouter(k=1, alpha=0.0, method="paper", task_weight=1.0).fit(df, encoder)
+    plain = ClusterRouter(k=1, alpha=0.0, method="paper").fit(df, encoder)
     print("by benchmark:", [d.model for d in mixed.route(qs)], "plain:", [d.model for d in plain.route(qs)])
     assert [d.model for d in mixed.route(qs)] == ["a", "b"]
     assert len({d.model for d in plain.route(qs)}) == 1

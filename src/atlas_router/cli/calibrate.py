@@ -31,7 +31,7 @@ def calibrate(
     test_size: float = typer.Option(0.3, "--test-size", help="Share of queries held out for the test split."),
     calib_size: float = typer.Option(0.3, "--calib-size", help="Share of the train queries used to calibrate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits, k-means and the bootstrap."),
-    k: int = typer.Option(8, "--k", min=1, help="Number of clusters."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Number of clusters (default: chosen by cross-validation)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder spec (default: sentence-transformers)."),
     save_router: Optional[Path] = typer.Option(None, "--save-router", help="Save the calibrated router (alpha set)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report here (and a manifest beside it)."),

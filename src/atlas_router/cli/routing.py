@@ -13,7 +13,7 @@ from rich.table import Table
 from atlas_router.cli.common import print_json
 from atlas_router.errors import AtlasError
 
-ALIASES = {"cluster": "atlas-cluster"}
+ALIASES = {"cluster": "atlas-cluster", "cluster-paper": "atlas-cluster-paper"}
 
 
 def load_records(directory: str, what: str):
@@ -39,11 +39,12 @@ def fit(
     router: str = typer.Argument("cluster", help="Router to fit: cluster (atlas-cluster), knn, mlp, bert, routerdc, best-single, random."),
     records: str = typer.Option(..., "--records", help="RecordStore directory to fit on."),
     out: str = typer.Option(..., "--out", help="Router file to write."),
-    k: int = typer.Option(8, "--k", help="Clusters (cluster router) or neighbours (knn)."),
+    k: Optional[int] = typer.Option(None, "--k", help="Clusters (cluster router; default: chosen by cross-validation) or neighbours (knn, default 10)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Utility weight of cost: U = (1-a) accuracy - a cost."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="sentence-transformers[:MODEL] | openai:MODEL@URL | hashing[:DIM]."),
     seed: int = typer.Option(0, "--seed"),
-    shrinkage: float = typer.Option(10.0, "--shrinkage", help="Pseudo-count m pulling thin cells towards broader stats."),
+    shrinkage: Optional[float] = typer.Option(None, "--shrinkage", help="Pseudo-count m pulling thin cells towards broader stats (default: chosen by cross-validation)."),
+    method: str = typer.Option("auto", "--method", help="Cluster router: auto (settings by cross-validation) or paper (K=8, plain cluster means)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML: only its pairs are routed (cluster router)."),
     new_pair: str = typer.Option("exclude", "--new-pair", help="Pool pairs without records: exclude or prior."),
     prior_accuracy: float = typer.Option(0.5, "--prior-accuracy", help="Accuracy assumed for new pairs (--new-pair prior)."),
@@ -56,13 +57,15 @@ def fit(
     if name in ("oracle", "zero-shot", "few-shot"):
         raise AtlasError(f"'{router}' cannot be fitted to a file; use atlas eval to compare it")
     params: dict = {"alpha": alpha, "seed": seed}
-    if name == "atlas-cluster":
+    if name in ("atlas-cluster", "atlas-cluster-paper"):
         params.update(k=k, shrinkage=shrinkage, new_pair=new_pair, prior_accuracy=prior_accuracy)
+        if name == "atlas-cluster":
+            params["method"] = method
         if pool:
             from atlas_router.config import load_pool_config
 
             params["pool"] = load_pool_config(pool)
-    elif name == "knn":
+    elif name == "knn" and k is not None:
         params["k"] = k
     r = make_router(name, **params)
     df = load_records(records, "--records")
@@ -74,7 +77,12 @@ def fit(
         return
     typer.echo(f"fitted {name} on {manifest['n_queries']} queries, {len(manifest['pairs'])} pairs "
                f"(data {manifest['data_hash']}, encoder {manifest['encoder']}) -> {path}")
-    if name == "atlas-cluster":
+    if name in ("atlas-cluster", "atlas-cluster-paper"):
+        s = r.settings()
+        typer.echo(f"  settings ({'cross-validated' if s['cv'].get('ran') else 'given'}): k={s['k']} "
+                   f"shrinkage={s['shrinkage']:g} task_weight={s['task_weight']:g} ridge_weight={s['ridge_weight']:g} "
+                   f"evidence={s['evidence']:g}" + ("; best single pair (no setting beat it in cross-validation)"
+                                                     if s["single"] else ""))
         for c in r.cluster_summary():
             typer.echo(f"  cluster {c['cluster']}: {c['size']} queries, best {c['model']}/{c['tool']} "
                        f"(accuracy {c['accuracy']:.3f}, cost {c['cost']:.3g})")
@@ -127,7 +135,7 @@ def evaluate(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML whose live model runs the zero-/few-shot routers."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Pool model for the LLM routers (default: the first)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder spec shared by the embedding routers."),
-    k: int = typer.Option(8, "--k", help="Clusters of atlas-cluster."),
+    k: Optional[int] = typer.Option(None, "--k", help="Clusters of atlas-cluster (default: chosen by cross-validation)."),
     seed: int = typer.Option(0, "--seed"),
     test_size: float = typer.Option(0.3, "--test-size", help="Held-out fraction of queries when --test is not given."),
 ) -> None:
@@ -207,6 +215,21 @@ def _print_tables(ev) -> None:
             o = r.per_benchmark.get(b)
             if o is not None:
                 t.add_row(name, f"{o.accuracy:.4f}", f"{o.cost:.3g}", f"{o.calls:.2f}")
+        console.print(t)
+    points = ev.operating_points()
+    if points:
+        bs, oracle = ev.references["best_single"], ev.references["oracle"]
+        t = Table(title=f"cost-aware frontier (a swept; best single {bs['pair']}: accuracy {bs['accuracy']:.4f}, "
+                        f"cost {bs['cost']:.3g}; oracle {oracle['accuracy']:.4f})")
+        for col in ("router", "cheapest point >= best single", "alpha", "cost share of best single",
+                    "best accuracy", "gap to oracle closed"):
+            t.add_column(col, justify="left" if col == "router" else "right")
+        for name, p in points.items():
+            c = p["cheapest_at_best_single_accuracy"]
+            share, gap = p["cost_share"], p["gap_closed"]
+            t.add_row(name, f"{c['accuracy']:.4f} at {c['cost']:.3g}" if c else "never reached",
+                      f"{c['alpha']:g}" if c else "-", f"{share:.1%}" if share is not None else "-",
+                      f"{p['best_accuracy']:.4f}", f"{gap:.1%}" if gap is not None else "-")
         console.print(t)
     for note in ev.notes + [f"{n}: {x}" for n, r in ev.results.items() for x in r.notes]:
         console.print(f"note: {note}")

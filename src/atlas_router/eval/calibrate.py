@@ -110,7 +110,7 @@ class Prepared:
 
 
 def prepare(records: pd.DataFrame, *, test_size: float = 0.3, calib_size: float = 0.3, seed: int = 0,
-            encoder: Encoder | str | None = None, k: int = 8, alphas: list[float] | None = None,
+            encoder: Encoder | str | None = None, k: int | None = None, alphas: list[float] | None = None,
             router_params: dict[str, Any] | None = None) -> Prepared:
     """Steps 1-3 of the module docs (and the test curve), shared by every target."""
     from atlas_router.routers.cluster import ClusterRouter

@@ -45,6 +45,29 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     routers: dict[str, Router] = field(default_factory=dict, repr=False)
     embedded: Embedded | None = field(default=None, repr=False)
+    references: dict[str, Any] = field(default_factory=dict)
+
+    def operating_points(self) -> dict[str, dict[str, Any]]:
+        """Per swept router: the cheapest point at least as accurate as best single (its cost as a share of
+        best single's) and the share of the best-single -> oracle accuracy gap its best point closes."""
+        if not self.references:
+            return {}
+        bs, oracle = self.references["best_single"], self.references["oracle"]
+        out = {}
+        for name, points in self.frontier.items():
+            if name == "oracle" or not points:
+                continue
+            ok = [p for p in points if p["accuracy"] >= bs["accuracy"] - 1e-12]
+            cheapest = min(ok, key=lambda p: (p["cost"], -p["accuracy"])) if ok else None
+            top = max(points, key=lambda p: (p["accuracy"], -p["cost"]))
+            gap = oracle["accuracy"] - bs["accuracy"]
+            out[name] = {
+                "cheapest_at_best_single_accuracy": cheapest,
+                "cost_share": (cheapest["cost"] / bs["cost"] if cheapest and bs["cost"] > 0 else None),
+                "best_accuracy": top["accuracy"],
+                "gap_closed": (top["accuracy"] - bs["accuracy"]) / gap if gap > 0 else None,
+            }
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +78,8 @@ class Evaluation:
             "routers": {name: r.to_dict() for name, r in self.results.items()},
             "frontier": self.frontier.get("atlas-cluster", []),  # the cluster router's sweep over alpha
             "frontiers": self.frontier,  # every swept router
+            "references": self.references,
+            "operating_points": self.operating_points(),
             "notes": self.notes,
         }
 
@@ -84,7 +109,7 @@ def run_evaluation(
     alpha: float = 0.5,
     encoder: Encoder | None = None,
     seed: int = 0,
-    k: int = 8,
+    k: int | None = None,
     ood: list[str] | None = None,
     chat_model: Any = None,
     pool_config: Any = None,
@@ -107,6 +132,7 @@ def run_evaluation(
     if train.empty or test.empty:
         raise AtlasError("nothing to evaluate: the train or test records are empty")
     replay = ReplayTable(test)
+    refs = _references(train, replay)
     embedded: Embedded | None = None
     if any(n in {"atlas-cluster", "knn", "mlp", "routerdc"} for n in names):
         encoder = encoder or build_encoder(None)
@@ -117,7 +143,7 @@ def run_evaluation(
     fitted: dict[str, Router] = {}
     for name in names:
         params: dict[str, Any] = {"alpha": alpha, "seed": seed, **(router_params or {}).get(name, {})}
-        if name == "atlas-cluster":
+        if name == "atlas-cluster" and k is not None:  # None: chosen by cross-validation
             params.setdefault("k", k)
         if name in LLM_ROUTERS:
             if chat_model is None:
@@ -153,8 +179,20 @@ def run_evaluation(
         alpha=alpha, results=results, frontier=frontier, n_train_queries=int(train["query_id"].nunique()),
         n_test_queries=replay.table.n_queries, train_benchmarks=benchmarks_of(train),
         test_benchmarks=benchmarks_of(test), ood=list(ood) if ood else None, notes=notes, routers=fitted,
-        embedded=embedded,
+        embedded=embedded, references=refs,
     )
+
+
+def _references(train: pd.DataFrame, replay: ReplayTable) -> dict[str, Any]:
+    """Best single (the training-best pair, replayed on test) and the oracle of the test records."""
+    from atlas_router.eval.metrics import references
+    from atlas_router.routers.baselines.simple import BestSingleRouter
+
+    best = BestSingleRouter().fit(train)
+    pair = best.pairs_[best.best_]
+    if pair not in replay.index:
+        return {}
+    return references(replay, best_pair=pair).to_dict()
 
 
 def cluster_points(ev: Evaluation) -> tuple[np.ndarray, np.ndarray] | None:

@@ -1,53 +1,62 @@
-"""ATLAS training-free cluster routing: k-means over query embeddings, per-cluster pair statistics.
+"""ATLAS cluster routing: k-means over query embeddings, per-cluster pair statistics, settings chosen by
+cross-validation on the records it is given, and a "do no harm" rule towards the best single pair.
 
-Fit
+The paper's method (``method="paper"``, registered as ``atlas-cluster-paper``)
     1. Embed every training query (default encoder: all-MiniLM-L6-v2).
-    2. KMeans(K=8, k-means++, elkan, max_iter=1000, n_init=10, random_state=seed) on the embeddings.
-    3. Per cluster c and pair p: n (graded records), accuracy (mean score) and mean cost.
-    4. Per-cluster statistics by benchmark. A cluster often mixes benchmarks whose best pairs differ
-       (on the LLMRouter table, MATH and GPQA share a cluster; the best model differs). Records name
-       their benchmark, so the statistics are kept per (cluster, benchmark, pair), and a query's
-       table is the mix of its cluster's benchmark rows weighted by the posterior P(benchmark |
-       query) of a Gaussian linear discriminant model of the embeddings (closed form: class means
-       and a shared, Ledoit-Wolf shrunk covariance, so it stays sane with few queries per
-       dimension; no iterative training), whose logits are divided by a temperature
-       fitted on out-of-fold predictions (LDA posteriors are overconfident). On the LLMRouter table
-       this is worth 1.5-2 points of routed accuracy at K=8. ``task_weight`` w in [0, 1] blends
-       the two: ``Acc(q) = (1 - w) * Acc[c] + w * sum_b P(b|q) Acc[c, b]`` (default 1; 0 is plain
-       per-cluster routing, as are records without benchmark names or with a single one).
+    2. KMeans(K=8, k-means++, elkan, max_iter=1000, n_init=10, random_state=seed).
+    3. Per cluster c and pair p: accuracy (mean score) and mean cost.
+    4. Route a query to argmax_p U = (1 - a) Acc[c, p] - a Cost[c, p] / cost_scale of its nearest cluster.
 
-Shrinkage (the fallback for thin support)
-    Each cell is shrunk towards its parent with pseudo-count m (``shrinkage``), empirical Bayes with a
-    prior of strength m centred on the parent mean: ``Acc[c,p] = (n * acc[c,p] + m * acc_pooled[p]) /
-    (n + m)``, and the same for cost. Parents: (cluster, pair) -> pooled pair; (benchmark, pair) ->
-    pooled pair; (cluster, benchmark, pair) -> (benchmark, pair). Cells with many records keep their
-    own statistics, thin ones back off smoothly to broader ones, empty ones *are* their parent.
+The default (``method="auto"``): the same model family, with what the paper fixes by hand learned
+    Predicted accuracy of pair p for query q
+        ``A(q, p) = (1 - r) * Acc_cells(q, p) + r * clip(ridge_p(e(q)), 0, 1)``
+    * ``Acc_cells``: the query's cluster row, each cell shrunk towards its parent with pseudo-count m
+      (``shrinkage``): ``(n * mean + m * parent) / (n + m)`` (cluster -> pooled pair; (cluster, benchmark)
+      -> (benchmark, pair) -> pooled pair). With benchmark names in the records, a share ``task_weight``
+      of it comes from the (cluster, benchmark) rows mixed by the posterior P(benchmark | query) of a
+      Gaussian linear discriminant (Ledoit-Wolf shrunk covariance; logits divided by a temperature
+      fitted on out-of-fold predictions, because LDA posteriors are overconfident).
+    * ``ridge_p``: a per-pair success model, ridge regression of the pair's score on the embedding
+      (closed form, one SVD for every pair and penalty; ``ridge_lambda`` x the number of queries).
+      Weight ``ridge_weight`` r; 0 is pure cluster statistics.
+    Do no harm, per cell
+        The default of every query is the best single pair d(a) (the best pooled utility at a). Another
+        pair must beat it by more than ``evidence`` z standard errors of the *paired* difference in its
+        cell: ``U'(q, p) = U(q, p) - z (1 - a) sd_cell(s_p - s_d) / sqrt(n + m)``. Paired, because models'
+        successes are strongly correlated across queries: the difference is far less noisy than either
+        accuracy. The cell's variance is itself shrunk towards the pooled one with the same m.
+    Settings by cross-validation (``folds``, default 5, by query)
+        Every setting left ``None`` (K, m, task_weight, ridge_weight, ridge_lambda, z) is chosen on
+        out-of-fold routed accuracy at a = 0, over a small grid: the embeddings are computed once,
+        k-means runs once per (fold, K) and the ridge once per fold; a grid point is then a few array
+        operations. K's grid adapts to the data: K <= n / 20 (at least 20 queries per cluster on average).
+        The best grid point is kept only if its out-of-fold gain over the best single pair (of each
+        fold's training part) exceeds one standard error of the paired per-query gains; otherwise the
+        router routes every query to the best single pair at each a (``single_``): it does no harm in
+        expectation. ``cv_`` keeps the evidence (gain, standard error, grid size, chosen settings).
 
 Utility
-    ``U = (1 - a) * Acc - a * CostNorm`` with ``CostNorm = cost / cost_scale_`` where
-    ``cost_scale_`` is the largest pooled mean cost of any pair on the training records (see
-    ``routers.utility``). U is linear in Acc and Cost, so utility tables per (cluster, benchmark)
-    are built once per ``a`` and cached; routing a batch is a distance matrix product, a posterior
-    (one more product and a softmax) and a weighted sum of table rows, in numpy only.
+    ``U = (1 - a) * Acc - a * CostNorm`` with ``CostNorm = cost / cost_scale_`` where ``cost_scale_`` is
+    the largest pooled mean cost of any pair on the training records (see ``routers.utility``). Costs come
+    from the same cells as accuracies (cost is not learned by the ridge). Utility tables per row are built
+    once per a and cached; routing a batch is a few matrix products, a softmax and a row gather, in numpy.
 
 Out of distribution
-    ``ood_threshold_`` is the ``ood_quantile`` (0.99) quantile of the training queries' distances to
-    their nearest centroid. A query beyond it is flagged ``ood: true`` in its explanation (the hook
-    for the RL path) and, with ``ood_fallback="pooled"`` (default), routed on the pooled statistics
-    of each pair instead of a cluster (and benchmark) it does not resemble; ``"nearest"`` keeps the
-    nearest cluster.
+    ``ood_threshold_`` is the ``ood_quantile`` (0.99) quantile of the training queries' distances to their
+    nearest centroid. A query beyond it is flagged ``ood: true`` and, with ``ood_fallback="pooled"``
+    (default), routed on the pooled statistics (so at a = 0, to the best single pair); ``"nearest"`` keeps
+    the nearest cluster.
 
 Pool extension (pairs with no records)
-    A pair of the pool (``pool=``) that has no record cannot be estimated. By default it is excluded
-    (``new_pair="exclude"``). With ``new_pair="prior"`` it gets accuracy ``prior_accuracy`` in every
-    cluster and benchmark and a price-based cost: the cell's mean input/output tokens (over all its
-    records) times the model's price per million tokens. When a pool is given, pairs of the records that are
-    not in the pool are never chosen (they cannot be served).
+    By default a pool pair without records is excluded (``new_pair="exclude"``). With ``new_pair="prior"``
+    it gets accuracy ``prior_accuracy`` everywhere and a price-based cost (the cell's mean tokens times the
+    model's price). Pairs of the records that are not in the pool are never chosen.
+
+All fitted state is numpy arrays, numbers, strings and lists (no estimator objects).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Literal
 
 import numpy as np
@@ -58,21 +67,40 @@ from atlas_router.routers.base import Decision, Queries, Router
 from atlas_router.routers.table import QueryTable
 from atlas_router.routers.utility import best_pairs, utility
 
+GRID: dict[str, tuple[float, ...]] = {
+    "k": (1, 2, 4, 8, 16, 32),
+    "shrinkage": (2.0, 10.0, 50.0),
+    "task_weight": (0.0, 1.0),
+    "ridge_weight": (0.0, 0.5, 1.0),
+    "ridge_lambda": (3e-4, 3e-3, 3e-2, 3e-1),
+    "evidence": (0.0, 1.0, 2.0),
+}
+PAPER = {"k": 8, "shrinkage": 0.0, "task_weight": 0.0, "ridge_weight": 0.0, "ridge_lambda": 0.0, "evidence": 0.0}
+MIN_PER_CLUSTER = 20  # K of the grid leaves at least this many training queries per cluster on average
+MIN_CV_QUERIES = 20  # fewer training queries: no cross-validation, the router is the best single pair
+CV_KMEANS_INIT = 3  # k-means restarts inside cross-validation (the final fit uses n_init)
+SETTINGS = tuple(PAPER)
+
 
 class ClusterRouter(Router):
-    """Route each query to the best pair of its cluster under U = (1-a) Acc - a CostNorm."""
+    """Route each query to the pair of best predicted utility; see the module docs."""
 
     name = "atlas-cluster"
 
     def __init__(
         self,
-        k: int = 8,
+        k: int | None = None,
         alpha: float = 0.5,
         seed: int = 0,
+        method: Literal["auto", "paper"] = "auto",
         n_init: int = 10,
         max_iter: int = 1000,
-        shrinkage: float = 10.0,
-        task_weight: float = 1.0,
+        shrinkage: float | None = None,
+        task_weight: float | None = None,
+        ridge_weight: float | None = None,
+        ridge_lambda: float | None = None,
+        evidence: float | None = None,
+        folds: int = 5,
         ood_quantile: float = 0.99,
         ood_fallback: Literal["pooled", "nearest"] = "pooled",
         new_pair: Literal["exclude", "prior"] = "exclude",
@@ -82,10 +110,15 @@ class ClusterRouter(Router):
     ) -> None:
         super().__init__(alpha=alpha, seed=seed)
         self.k = k
+        self.method = method
         self.n_init = n_init
         self.max_iter = max_iter
         self.shrinkage = shrinkage
         self.task_weight = task_weight
+        self.ridge_weight = ridge_weight
+        self.ridge_lambda = ridge_lambda
+        self.evidence = evidence
+        self.folds = folds
         self.ood_quantile = ood_quantile
         self.ood_fallback = ood_fallback
         self.new_pair = new_pair
@@ -93,12 +126,22 @@ class ClusterRouter(Router):
         self.pool = pool
         self.top = top
 
-    # -- fitting ----------------------------------------------------------------------------------
+    # -- settings ---------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        if int(self.k) < 1:
+        if self.method not in ("auto", "paper"):
+            raise AtlasError(f"method must be 'auto' or 'paper', got {self.method!r}")
+        if self.k is not None and int(self.k) < 1:
             raise AtlasError(f"k must be at least 1, got {self.k}")
-        if self.shrinkage < 0:
-            raise AtlasError(f"shrinkage must be >= 0, got {self.shrinkage}")
+        for name in ("shrinkage", "ridge_lambda", "evidence"):
+            v = getattr(self, name)
+            if v is not None and float(v) < 0:
+                raise AtlasError(f"{name} must be >= 0, got {v}")
+        for name in ("task_weight", "ridge_weight"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= float(v) <= 1:
+                raise AtlasError(f"{name} must lie in [0, 1], got {v}")
+        if int(self.folds) < 2:
+            raise AtlasError(f"folds must be at least 2, got {self.folds}")
         if not 0 < self.ood_quantile <= 1:
             raise AtlasError(f"ood_quantile must lie in (0, 1], got {self.ood_quantile}")
         if self.ood_fallback not in ("pooled", "nearest"):
@@ -107,99 +150,97 @@ class ClusterRouter(Router):
             raise AtlasError(f"new_pair must be 'exclude' or 'prior', got {self.new_pair!r}")
         if not 0 <= self.prior_accuracy <= 1:
             raise AtlasError(f"prior_accuracy must lie in [0, 1], got {self.prior_accuracy}")
-        if not 0 <= self.task_weight <= 1:
-            raise AtlasError(f"task_weight must lie in [0, 1], got {self.task_weight}")
 
+    def _grid(self, n: int, has_tasks: bool) -> dict[str, tuple[float, ...]]:
+        """Candidate values per setting: the given value, the paper's, or the CV grid."""
+        out: dict[str, tuple[float, ...]] = {}
+        for name in SETTINGS:
+            given = getattr(self, name)
+            if given is not None:
+                out[name] = (float(given),)
+            elif self.method == "paper":
+                out[name] = (float(PAPER[name]),)
+            elif name == "k":
+                kmax = max(1, n // MIN_PER_CLUSTER)
+                out[name] = tuple(float(k) for k in GRID["k"] if k <= kmax)
+            else:
+                out[name] = GRID[name]
+        if not has_tasks:
+            out["task_weight"] = (0.0,)
+        if max(out["ridge_weight"]) == 0:
+            out["ridge_lambda"] = (0.0,)
+        return out
+
+    # -- fitting ----------------------------------------------------------------------------------
     def _fit(self, table: QueryTable) -> None:
-        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
         self._check_params()
+        # small dense algebra (<= a few thousand x a few hundred): one BLAS thread is fastest, and on a
+        # busy machine several threads spin against each other (an SVD 50x slower on two shared cores)
+        with threadpool_limits(limits=1, user_api="blas"):
+            self._fit_limited(table)
+
+    def _fit_limited(self, table: QueryTable) -> None:
         emb = self.embed_table(table).astype(np.float64)
         self.embedding_dim_ = emb.shape[1]
+        pairs = list(table.pairs)
+        scores = _fill(table.scores, np.nan_to_num(self.pair_accuracy_, nan=0.0))
+        names, task_idx = _task_labels(table.benchmarks)
+        has_tasks = len(names) >= 2
+        grid = self._grid(table.n_queries, has_tasks)
+        self.task_temperature_ = 1.0
+        self.single_ = False
+        self.cv_: dict[str, Any] = {"ran": False}
         n_distinct = len(np.unique(emb.round(6), axis=0))
-        self.n_clusters_ = int(min(int(self.k), n_distinct))
-        km = KMeans(
-            n_clusters=self.n_clusters_, init="k-means++", max_iter=self.max_iter,
-            algorithm="elkan" if self.n_clusters_ > 1 else "lloyd",  # elkan needs two clusters
-            n_init=self.n_init, random_state=self.seed,
-        ).fit(emb)
-        self.centroids_ = km.cluster_centers_.astype(np.float64)
+        searched = any(len(v) > 1 for v in grid.values())
+        if searched and table.n_queries >= MIN_CV_QUERIES and n_distinct >= 2:
+            chosen = self._cross_validate(emb, scores, table.costs, task_idx, names, grid)
+        else:
+            chosen = {name: v[0] for name, v in grid.items()}
+            if searched:  # too few queries to tell settings apart: stay with the best single pair
+                self.single_ = True
+                self.cv_ = {"ran": False, "reason": f"{table.n_queries} queries (< {MIN_CV_QUERIES}): best single pair"}
+        self.k_ = int(chosen["k"])
+        self.shrinkage_ = float(chosen["shrinkage"])
+        self.task_weight_ = float(chosen["task_weight"])
+        self.ridge_weight_ = float(chosen["ridge_weight"])
+        self.ridge_lambda_ = float(chosen["ridge_lambda"])
+        self.evidence_ = float(chosen["evidence"])
+
+        self.n_clusters_ = int(min(self.k_, n_distinct))
+        self.centroids_, self.labels_, self.inertia_ = _kmeans(emb, self.n_clusters_, self.seed, self.n_init,
+                                                               self.max_iter)
         self.centroid_sq_ = (self.centroids_**2).sum(1)
-        self.labels_ = km.labels_.astype(np.int64)
-        self.inertia_ = float(km.inertia_)
         dist = np.sqrt(self._sq_distances(emb)[np.arange(len(emb)), self.labels_])
         self.train_distances_ = dist.astype(np.float32)
         self.ood_threshold_ = float(np.quantile(dist, self.ood_quantile))
         self.cluster_sizes_ = np.bincount(self.labels_, minlength=self.n_clusters_)
-        task_rows = self._fit_tasks(emb, table.benchmarks)
-        self._fit_stats(table, task_rows)
 
-    def _fit_tasks(self, emb: np.ndarray, benchmarks: np.ndarray) -> np.ndarray:
-        """Gaussian LDA posterior over benchmarks; returns each training query's benchmark index."""
-        labels = np.asarray(benchmarks, dtype=object).astype(str)
-        names, counts = np.unique(labels[labels != ""], return_counts=True)
-        names = names[counts >= 2]
         self.tasks_ = ["*"]
         self.task_coef_ = None
         self.task_intercept_ = None
-        self.task_temperature_ = 1.0
-        if self.task_weight <= 0 or len(names) < 2:
-            return np.zeros(len(emb), dtype=np.int64)
-        keep = np.isin(labels, names)
-        x, y = emb[keep], labels[keep]
-        coef, intercept = _lda_logit_params(x, y)
-        self.tasks_ = [str(c) for c in names]
-        self.task_temperature_ = self._calibrate_temperature(x, y, names)
-        self.task_coef_ = coef / self.task_temperature_  # (D, B): posterior = softmax(emb @ coef + b)
-        self.task_intercept_ = intercept / self.task_temperature_
-        # queries of rare or unnamed benchmarks count through their most likely benchmark
-        rows = self.task_posterior(emb).argmax(1)
-        rows[keep] = np.searchsorted(names, y)
-        return rows
+        rows = np.zeros(len(emb), dtype=np.int64)
+        if self.task_weight_ > 0 and has_tasks:
+            keep = task_idx >= 0
+            coef, intercept = _lda_logit_params(emb[keep], task_idx[keep], len(names))
+            if not self.cv_.get("ran"):
+                self.task_temperature_ = _lda_temperature(emb[keep], task_idx[keep], len(names), self.seed)
+            self.tasks_ = list(names)
+            self.task_coef_ = coef / self.task_temperature_
+            self.task_intercept_ = intercept / self.task_temperature_
+            rows = np.where(keep, task_idx, self.task_posterior(emb).argmax(1))  # unnamed: most likely one
+        self.ridge_coef_ = np.zeros((emb.shape[1], len(pairs)))
+        self.ridge_intercept_ = np.zeros(len(pairs))
+        if self.ridge_weight_ > 0:
+            (coef, intercept), = _ridge(emb, scores, [self.ridge_lambda_ * len(emb)])
+            self.ridge_coef_, self.ridge_intercept_ = coef, intercept
+        self._fit_stats(table, scores, rows)
 
-    def _calibrate_temperature(self, x: np.ndarray, y: np.ndarray, names: np.ndarray) -> float:
-        """Temperature of the LDA logits minimising out-of-fold log loss (LDA is overconfident)."""
-        from scipy.optimize import minimize_scalar
-        from sklearn.model_selection import StratifiedKFold
-
-        folds = int(min(5, np.unique(y, return_counts=True)[1].min()))
-        if folds < 2:
-            return 1.0
-        logits = np.full((len(y), len(names)), -np.inf)
-        for train, held in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(x, y):
-            coef, intercept = _lda_logit_params(x[train], y[train])
-            cols = np.searchsorted(names, np.unique(y[train]))
-            logits[np.ix_(held, cols)] = x[held] @ coef + intercept
-        target = np.searchsorted(names, y)
-
-        def nll(log_t: float) -> float:
-            z = logits / np.exp(log_t)
-            z = z - z.max(1, keepdims=True)
-            lse = np.log(np.exp(z).sum(1))
-            return float((lse - z[np.arange(len(y)), target]).mean())
-
-        return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.1), np.log(100.0)), method="bounded").x))
-
-    def task_posterior(self, emb: np.ndarray) -> np.ndarray:
-        """P(benchmark | query) per row (a single column of ones without benchmark names)."""
-        if self.task_coef_ is None:
-            return np.ones((len(emb), 1))
-        logits = np.asarray(emb, dtype=np.float64) @ self.task_coef_ + self.task_intercept_
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(1, keepdims=True)
-
-    def _sq_distances(self, emb: np.ndarray) -> np.ndarray:
-        emb = np.asarray(emb, dtype=np.float64)
-        d = (emb**2).sum(1)[:, None] - 2.0 * emb @ self.centroids_.T + self.centroid_sq_[None, :]
-        return np.maximum(d, 0.0)
-
-    def _fit_stats(self, table: QueryTable, task_rows: np.ndarray) -> None:
-        """Counts, accuracy and cost per (cluster, benchmark, pair), shrunk towards their parents."""
-        k, n_tasks, m = self.n_clusters_, len(self.tasks_), float(self.shrinkage)
+    def _fit_stats(self, table: QueryTable, scores: np.ndarray, task_rows: np.ndarray) -> None:
+        """Accuracy, cost, counts and score moments per (cluster, benchmark, pair); row K is pooled."""
+        k, n_tasks, m = self.n_clusters_, len(self.tasks_), self.shrinkage_
         pairs = list(table.pairs)
-        pooled_acc = np.nan_to_num(self.pair_accuracy_, nan=0.0)
-        pooled_cost = self.pair_cost_
         allowed = np.ones(len(pairs), dtype=bool)
         prior_pairs: list[tuple[str, str]] = []
         if self.pool is not None:
@@ -207,74 +248,147 @@ class ClusterRouter(Router):
             allowed = np.array([p in set(pool_pairs) for p in pairs], dtype=bool)
             if self.new_pair == "prior":
                 prior_pairs = [p for p in pool_pairs if p not in set(pairs)]
-
-        def cell(rows: np.ndarray, parent_acc: np.ndarray, parent_cost: np.ndarray, w: float):
-            s, co = table.scores[rows], table.costs[rows]
-            n = (~np.isnan(s)).sum(0).astype(float)
-            cn = (~np.isnan(co)).sum(0).astype(float)
-            acc = (np.nansum(s, 0) + w * parent_acc) / np.maximum(n + w, 1e-12)
-            cost = (np.nansum(co, 0) + w * parent_cost) / np.maximum(cn + w, 1e-12)
-            acc = np.where(n + w > 0, acc, parent_acc)
-            cost = np.where(cn + w > 0, cost, parent_cost)
-            tokens = [_mean(t[rows]) for t in (table.input_tokens, table.output_tokens)]
-            return n, acc, cost, np.array(tokens)
-
-        everything = np.ones(table.n_queries, dtype=bool)
-        # (benchmark, pair) -> pooled pair
-        task_acc, task_cost = np.zeros((n_tasks, len(pairs))), np.zeros((n_tasks, len(pairs)))
-        for b in range(n_tasks):
-            _, task_acc[b], task_cost[b], _ = cell(task_rows == b, pooled_acc, pooled_cost, m)
-        # rows 0..K-1: clusters, row K: everything (the pooled fallback)
-        shape = (k + 1, n_tasks, len(pairs) + len(prior_pairs))
-        n_all, acc, cost = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-        n_c, acc_c, cost_c = (np.zeros((k + 1, shape[2])) for _ in range(3))
-        tokens = np.zeros((k + 1, n_tasks, 2))
-        for c in range(k + 1):
-            in_c = self.labels_ == c if c < k else everything
-            w = m if c < k else 0.0
-            n_c[c, : len(pairs)], acc_c[c, : len(pairs)], cost_c[c, : len(pairs)], tok_c = cell(
-                in_c, pooled_acc, pooled_cost, w)
-            for b in range(n_tasks):
-                if c == k:  # the pooled row ignores benchmarks: it is the fallback for the unfamiliar
-                    n_all[c, b, : len(pairs)], acc[c, b, : len(pairs)], cost[c, b, : len(pairs)] = \
-                        n_c[c, : len(pairs)], acc_c[c, : len(pairs)], cost_c[c, : len(pairs)]
-                    tokens[c, b] = tok_c
-                    continue
-                rows = in_c & (task_rows == b)
-                n_all[c, b, : len(pairs)], acc[c, b, : len(pairs)], cost[c, b, : len(pairs)], tokens[c, b] = cell(
-                    rows, task_acc[b], task_cost[b], m)
-                if not rows.any():
-                    tokens[c, b] = tok_c
-        for j, (model, _tool) in enumerate(prior_pairs, start=len(pairs)):
-            price = self.pool.model(model).price
-            acc[:, :, j] = self.prior_accuracy
-            acc_c[:, j] = self.prior_accuracy
-            cost[:, :, j] = (tokens[..., 0] * price.input + tokens[..., 1] * price.output) / 1e6
-            cost_c[:, j] = cost[:, :, j].mean(1)
+        pooled_acc = np.nan_to_num(self.pair_accuracy_, nan=0.0)
+        cells = _Cells(table, scores, self.labels_, task_rows, k, n_tasks)
+        stats = cells.shrunk(m, pooled_acc, self.pair_cost_)
+        n_c, acc_c, cost_c, n_t, acc_t, cost_t = stats
+        self.accuracy_raw_ = cells.raw_cluster_accuracy()
+        self.moments_, self.cluster_moments_ = cells.moments()  # for the paired-difference penalty
+        tokens = cells.tokens()  # (K+1, B, 2)
+        extra = len(prior_pairs)
+        if extra:
+            pad = lambda a, v: np.concatenate([a, np.broadcast_to(v, a.shape[:-1] + (extra,))], axis=-1)  # noqa: E731
+            n_c, n_t = pad(n_c, 0.0), pad(n_t, 0.0)
+            acc_c, acc_t = pad(acc_c, self.prior_accuracy), pad(acc_t, self.prior_accuracy)
+            cost_t = pad(cost_t, 0.0)
+            for j, (model, _tool) in enumerate(prior_pairs, start=len(pairs)):
+                price = self.pool.model(model).price
+                cost_t[..., j] = (tokens[..., 0] * price.input + tokens[..., 1] * price.output) / 1e6
+            cost_c = np.concatenate([cost_c, cost_t[..., len(pairs):].mean(1)], axis=-1)
+            self.ridge_coef_ = np.hstack([self.ridge_coef_, np.zeros((self.ridge_coef_.shape[0], extra))])
+            self.ridge_intercept_ = np.concatenate([self.ridge_intercept_, np.full(extra, self.prior_accuracy)])
         never_graded = np.isnan(self.pair_accuracy_)
         self.pairs_ = pairs + prior_pairs
         self.prior_pairs_ = prior_pairs
-        self.available_ = np.concatenate([allowed & ~never_graded, np.ones(len(prior_pairs), dtype=bool)])
+        self.available_ = np.concatenate([allowed & ~never_graded, np.ones(extra, dtype=bool)])
         if not self.available_.any():
             raise AtlasError("no pair can be routed to: none of the pool's pairs has graded records")
+        self.default_accuracy_ = np.concatenate([pooled_acc, np.full(extra, self.prior_accuracy)])
         self.counts_, self.accuracy_, self.cost_ = n_c, acc_c, cost_c  # (K+1, P): per cluster
-        self.task_counts_, self.task_accuracy_, self.task_cost_ = n_all, acc, cost  # (K+1, B, P)
+        self.task_counts_, self.task_accuracy_, self.task_cost_ = n_t, acc_t, cost_t  # (K+1, B, P)
+
+    # -- cross-validation -------------------------------------------------------------------------
+    def _cross_validate(self, emb: np.ndarray, scores: np.ndarray, costs: np.ndarray, task_idx: np.ndarray,
+                        names: list[str], grid: dict[str, tuple[float, ...]]) -> dict[str, float]:
+        """Out-of-fold routed accuracy (a = 0) of every grid point; see the module docs."""
+        from sklearn.model_selection import KFold
+
+        n, n_pairs = scores.shape
+        folds = list(KFold(min(int(self.folds), n), shuffle=True, random_state=self.seed).split(emb))
+        pooled_cost = self.pair_cost_
+        n_tasks = max(len(names), 1)
+        post = np.ones((n, 1))
+        if max(grid["task_weight"]) > 0:
+            logits = np.full((n, n_tasks), -np.inf)
+            for tr, te in folds:
+                keep = tr[task_idx[tr] >= 0]
+                coef, intercept = _lda_logit_params(emb[keep], task_idx[keep], n_tasks)
+                logits[te] = emb[te] @ coef + intercept
+            self.task_temperature_ = _fit_temperature(logits, task_idx)
+            post = _softmax(logits / self.task_temperature_)
+        default = np.zeros(n, dtype=np.int64)
+        cells: dict[tuple[float, float, float], tuple[np.ndarray, np.ndarray]] = {}
+        ridge: dict[float, np.ndarray] = {lam: np.zeros((n, n_pairs)) for lam in grid["ridge_lambda"]}
+        for tr, te in folds:
+            pooled = scores[tr].mean(0)
+            b = int(best_pairs(pooled[None, :], pooled_cost)[0])
+            default[te] = b
+            rows_tr = task_idx[tr] if n_tasks > 1 else np.zeros(len(tr), dtype=np.int64)
+            if n_tasks > 1:  # unnamed training queries count through their most likely benchmark
+                rows_tr = np.where(rows_tr >= 0, rows_tr, post[tr].argmax(1))
+            for k in grid["k"]:
+                centroids, labels, _ = _kmeans(emb[tr], int(k), self.seed, CV_KMEANS_INIT, self.max_iter)
+                held = _nearest(emb[te], centroids)
+                fold_cells = _FoldCells(scores[tr], labels, rows_tr, int(k), n_tasks, b)
+                for m in grid["shrinkage"]:
+                    acc_c, pen_c, acc_t, pen_t = fold_cells.shrunk(m)
+                    for w in grid["task_weight"]:
+                        key = (k, m, w)
+                        if key not in cells:
+                            cells[key] = (np.zeros((n, n_pairs)), np.zeros((n, n_pairs)))
+                        a, p = cells[key]
+                        a[te], p[te] = acc_c[held], pen_c[held]
+                        if w > 0:
+                            pt = post[te]
+                            a[te] = (1 - w) * a[te] + w * np.einsum("nb,nbp->np", pt, acc_t[held])
+                            p[te] = (1 - w) * p[te] + w * np.einsum("nb,nbp->np", pt, pen_t[held])
+            lams = [lam for lam in grid["ridge_lambda"] if lam > 0]
+            if lams and max(grid["ridge_weight"]) > 0:
+                for lam, (coef, intercept) in zip(lams, _ridge(emb[tr], scores[tr], [lam * len(tr) for lam in lams])):
+                    ridge[lam][te] = np.clip(emb[te] @ coef + intercept, 0.0, 1.0)
+
+        idx = np.arange(n)
+        base = scores[idx, default]
+        results = []
+        for (k, m, w), (a_cells, pen) in cells.items():
+            for r in grid["ridge_weight"]:
+                for lam in (grid["ridge_lambda"] if r > 0 else (grid["ridge_lambda"][0],)):
+                    acc = a_cells if r == 0 else (1 - r) * a_cells + r * ridge[lam]
+                    for z in grid["evidence"]:
+                        choice = best_pairs(acc - z * pen, pooled_cost)
+                        gain = scores[idx, choice] - base
+                        results.append((float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(n)),
+                                        {"k": k, "shrinkage": m, "task_weight": w, "ridge_weight": r,
+                                         "ridge_lambda": lam, "evidence": z}))
+        best_gain, best_se, best = max(results, key=lambda t: t[0])
+        self.single_ = not best_gain > best_se
+        self.cv_ = {"ran": True, "folds": len(folds), "grid_points": len(results), "gain": best_gain, "se": best_se,
+                    "single_accuracy": float(base.mean()), "settings": {k: float(v) for k, v in best.items()},
+                    "decision": "best single pair (gain within one standard error)" if self.single_
+                    else "routed (gain above one standard error)"}
+        return best
 
     # -- routing ----------------------------------------------------------------------------------
-    def utility_table(self, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """U per (row, pair) on cluster tables and per (row, benchmark, pair); row K is the pooled
-        fallback. Cached per alpha."""
+    def task_posterior(self, emb: np.ndarray) -> np.ndarray:
+        """P(benchmark | query) per row (a single column of ones without benchmark names)."""
+        if self.task_coef_ is None:
+            return np.ones((len(emb), 1))
+        return _softmax(np.asarray(emb, dtype=np.float64) @ self.task_coef_ + self.task_intercept_)
+
+    def _sq_distances(self, emb: np.ndarray) -> np.ndarray:
+        emb = np.asarray(emb, dtype=np.float64)
+        d = (emb**2).sum(1)[:, None] - 2.0 * emb @ self.centroids_.T + self.centroid_sq_[None, :]
+        return np.maximum(d, 0.0)
+
+    def default_pair(self, alpha: float) -> int:
+        """The best single pair at ``alpha``: best pooled utility among servable pairs (ties: cheaper)."""
+        u = utility(self.default_accuracy_, self.cost_[-1], alpha, self.cost_scale_)
+        u = np.where(self.available_, u, -np.inf)
+        return int(best_pairs(u[None, :], self.cost_[-1])[0])
+
+    def utility_table(self, alpha: float) -> dict[str, np.ndarray]:
+        """Per alpha, cached: utility of the cell statistics (accuracy part scaled by 1 - ridge weight)
+        minus the evidence penalty, per cluster row (K+1, P) and per (row, benchmark) (K+1, B, P)."""
         cache = self.__dict__.setdefault("_tables", {})
         hit = cache.get(alpha)
-        if hit is None:
-            u_c = utility(self.accuracy_, self.cost_, alpha, self.cost_scale_)
-            u_t = utility(self.task_accuracy_, self.task_cost_, alpha, self.cost_scale_)
-            u_c[:, ~self.available_] = -np.inf
-            u_t[..., ~self.available_] = -np.inf
-            hit = (u_c, u_t)
-            if len(cache) > 64:
-                cache.clear()
-            cache[alpha] = hit
+        if hit is not None:
+            return hit
+        d = self.default_pair(alpha)
+        keep = 1.0 - self.ridge_weight_
+        z = self.evidence_ * (1.0 - alpha)
+        pen_c = _penalty(self.cluster_moments_, d, self.shrinkage_, self.counts_.shape[-1])
+        pen_t = _penalty(self.moments_, d, self.shrinkage_, self.counts_.shape[-1])
+        u_c = keep * (1 - alpha) * self.accuracy_ - alpha * self.cost_ / self.cost_scale_ - z * pen_c
+        u_t = keep * (1 - alpha) * self.task_accuracy_ - alpha * self.task_cost_ / self.cost_scale_ - z * pen_t
+        blocked = ~self.available_
+        if self.single_:
+            blocked = np.arange(len(self.pairs_)) != d
+        u_c[..., blocked] = -np.inf
+        u_t[..., blocked] = -np.inf
+        hit = {"u_c": u_c, "u_t": u_t, "default": d}
+        if len(cache) > 64:
+            cache.clear()
+        cache[alpha] = hit
         return hit
 
     def assign(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,23 +399,35 @@ class ClusterRouter(Router):
 
     def query_tables(self, emb: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
         """Per query: cluster, distance, ood, table row, task posterior, mixed accuracy/cost/n/utility."""
+        emb = np.asarray(emb, dtype=np.float64)
         clusters, dist = self.assign(emb)
         ood = dist > self.ood_threshold_
         rows = np.where(ood & (self.ood_fallback == "pooled"), self.n_clusters_, clusters)
-        post = self.task_posterior(emb)
-        u_c, u_t = self.utility_table(alpha)
-        w = float(self.task_weight) if self.task_coef_ is not None else 0.0
+        tab = self.utility_table(alpha)
+        w = self.task_weight_ if self.task_coef_ is not None else 0.0
+        post = self.task_posterior(emb) if w > 0 else None
 
         def mix(cluster_table: np.ndarray, task_table: np.ndarray) -> np.ndarray:
+            out = cluster_table[rows]
+            if w == 0:
+                return out
             by_task = np.einsum("nb,nbp->np", post, task_table[rows])
-            return by_task if w == 1.0 else (1.0 - w) * cluster_table[rows] + w * by_task
+            return by_task if w == 1.0 else (1.0 - w) * out + w * by_task
 
         with np.errstate(invalid="ignore"):  # -inf columns (unservable pairs) stay -inf
-            u = mix(u_c, u_t)
-        u[:, ~self.available_] = -np.inf
+            u = mix(tab["u_c"], tab["u_t"])
+            acc = mix(self.accuracy_, self.task_accuracy_)
+            r = self.ridge_weight_
+            if r > 0:
+                learned = np.clip(emb @ self.ridge_coef_ + self.ridge_intercept_, 0.0, 1.0)
+                far = rows == self.n_clusters_
+                if far.any():  # out of distribution: no extrapolated success model
+                    learned[far] = self.default_accuracy_
+                u = u + (1 - alpha) * r * learned
+                acc = (1 - r) * acc + r * learned
+        u[~np.isfinite(u)] = -np.inf
         return {"cluster": clusters, "distance": dist, "ood": ood, "row": rows, "posterior": post, "utility": u,
-                "accuracy": mix(self.accuracy_, self.task_accuracy_), "cost": mix(self.cost_, self.task_cost_),
-                "n": mix(self.counts_, self.task_counts_)}
+                "accuracy": acc, "cost": mix(self.cost_, self.task_cost_), "n": mix(self.counts_, self.task_counts_)}
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
         t = self.query_tables(self.embed(queries), alpha)
@@ -315,10 +441,12 @@ class ClusterRouter(Router):
         pooled = int(t["row"][i]) == self.n_clusters_
         if pooled:
             fallback = "out of distribution: routed on pooled statistics"
+        elif self.single_:
+            fallback = "best single pair: no setting beat it by more than one standard error in cross-validation"
         elif self.pairs_[j] in self.prior_pairs_:
             fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"
-        elif n[j] < self.shrinkage:
-            fallback = f"few records (n={n[j]:.0f} < m={self.shrinkage:g}): shrunk towards broader statistics"
+        elif n[j] < self.shrinkage_:
+            fallback = f"few records (n={n[j]:.0f} < m={self.shrinkage_:g}): shrunk towards broader statistics"
         else:
             fallback = None
         order = np.argsort(-u, kind="stable")[: max(int(self.top), 1)]
@@ -330,11 +458,18 @@ class ClusterRouter(Router):
             "ood": ood, "ood_threshold": round(self.ood_threshold_, 4),
             "stats": "pooled" if pooled else "cluster", "fallback": fallback, "alpha": alpha, "top": top,
         }
-        if self.task_coef_ is not None:
+        if t["posterior"] is not None:
             post = t["posterior"][i]
             explanation["benchmark"] = {self.tasks_[b]: round(float(post[b]), 3)
                                         for b in np.argsort(-post)[:3] if post[b] >= 0.01}
         return Decision(model, tool, float(u[j]), explanation)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings in use (chosen by cross-validation or given) and the CV evidence."""
+        return {"method": self.method, "k": self.n_clusters_, "shrinkage": self.shrinkage_,
+                "task_weight": self.task_weight_, "ridge_weight": self.ridge_weight_,
+                "ridge_lambda": self.ridge_lambda_, "evidence": self.evidence_, "single": self.single_,
+                "cv": self.cv_}
 
     def cluster_summary(self, alpha: float | None = None) -> list[dict[str, Any]]:
         """Per cluster: size and its best pair on the cluster's own table (reports, ``--explain``)."""
@@ -350,19 +485,258 @@ class ClusterRouter(Router):
         ]
 
 
-def _lda_logit_params(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear discriminant logits ``x @ coef + intercept`` per class (sorted class order)."""
+class PaperClusterRouter(ClusterRouter):
+    """The paper's method as published: K=8, mean accuracy and cost per cluster, no learned settings."""
+
+    name = "atlas-cluster-paper"
+
+    def __init__(self, k: int | None = None, alpha: float = 0.5, seed: int = 0, method: str = "paper",
+                 **params: Any) -> None:
+        super().__init__(k=k, alpha=alpha, seed=seed, method=method, **params)  # type: ignore[arg-type]
+
+
+# -- statistics per cell ----------------------------------------------------------------------------
+class _Cells:
+    """Sums per (cluster, benchmark) cell of a query table, NaN-aware; row K pools every query."""
+
+    def __init__(self, table: QueryTable, filled: np.ndarray, labels: np.ndarray, task_rows: np.ndarray,
+                 k: int, n_tasks: int) -> None:
+        self.k, self.b = k, n_tasks
+        cell = labels * n_tasks + task_rows
+        n_cells = k * n_tasks
+        one = np.zeros((len(labels), n_cells))
+        one[np.arange(len(labels)), cell] = 1.0
+        self.one = np.hstack([one, np.ones((len(labels), n_tasks)) / n_tasks])  # pooled row, split evenly
+        self.one_task = np.zeros((len(labels), n_tasks))
+        self.one_task[np.arange(len(labels)), task_rows] = 1.0
+        self.table, self.filled = table, filled
+
+    def _sum(self, one: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        have = ~np.isnan(x)
+        return one.T @ np.where(have, x, 0.0), one.T @ have.astype(float)
+
+    def shrunk(self, m: float, pooled_acc: np.ndarray, pooled_cost: np.ndarray):
+        """(n, acc, cost) per cluster row (K+1, P) and per (row, benchmark) (K+1, B, P)."""
+        k, b = self.k, self.b
+        s, c = self.table.scores, self.table.costs
+        ts, tn = self._sum(self.one_task, s)
+        tc, tcn = self._sum(self.one_task, c)
+        task_acc = np.where(tn + m > 0, (ts + m * pooled_acc) / np.maximum(tn + m, 1e-12), pooled_acc)
+        task_cost = np.where(tcn + m > 0, (tc + m * pooled_cost) / np.maximum(tcn + m, 1e-12), pooled_cost)
+        cs, cn = self._sum(self.one, s)
+        cc, ccn = self._sum(self.one, c)
+        cs, cn, cc, ccn = (x.reshape(k + 1, b, -1) for x in (cs, cn, cc, ccn))
+        # per cluster: the sum over benchmarks (row K: over its 1/B-weighted columns, i.e. everything)
+        s_c, n_c, c_c, cn_c = (x.sum(1) for x in (cs, cn, cc, ccn))
+        for x, full in ((cs, s_c), (cn, n_c), (cc, c_c), (ccn, cn_c)):
+            x[k] = full[k][None, :]
+        mm = np.full((k + 1, 1), m)
+        mm[k] = 0.0  # the pooled row is its own statistics
+        acc_c = np.where(n_c + mm > 0, (s_c + mm * pooled_acc) / np.maximum(n_c + mm, 1e-12), pooled_acc)
+        cost_c = np.where(cn_c + mm > 0, (c_c + mm * pooled_cost) / np.maximum(cn_c + mm, 1e-12), pooled_cost)
+        mt = mm[:, :, None]
+        acc_t = np.where(cn + mt > 0, (cs + mt * task_acc[None]) / np.maximum(cn + mt, 1e-12), task_acc[None])
+        cost_t = np.where(ccn + mt > 0, (cc + mt * task_cost[None]) / np.maximum(ccn + mt, 1e-12), task_cost[None])
+        acc_t[k], cost_t[k] = acc_c[k], cost_c[k]  # the pooled row ignores benchmarks
+        self._n_c, self._s_c = n_c, s_c
+        return n_c, acc_c, cost_c, cn, acc_t, cost_t
+
+    def raw_cluster_accuracy(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self._n_c > 0, self._s_c / np.maximum(self._n_c, 1e-12), np.nan)
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Raw moments [[n, sum s], [sum s, sum s s']] of filled scores: per (row, benchmark) (K+1, B, P+1, P+1)
+        and per row (K+1, P+1, P+1); row K pools every query."""
+        x = np.hstack([np.ones((len(self.filled), 1)), self.filled])  # [1 | s]
+        q = x.shape[1]
+        outer = (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+        mom = (self.one.T @ outer).reshape(self.k + 1, self.b, q, q)
+        per_row = mom.sum(1)
+        mom[self.k] = per_row[self.k][None]
+        return mom, per_row
+
+    def tokens(self) -> np.ndarray:
+        """Mean (input, output) tokens per record, per (row, benchmark); a cell without records: its row's."""
+        out = np.zeros((self.k + 1, self.b, 2))
+        for i, t in enumerate((self.table.input_tokens, self.table.output_tokens)):
+            have = ~np.isnan(t)
+            per_q_sum, per_q_n = np.where(have, t, 0.0).sum(1), have.sum(1).astype(float)
+            s = (self.one.T @ per_q_sum).reshape(self.k + 1, self.b)
+            n = (self.one.T @ per_q_n).reshape(self.k + 1, self.b)
+            s[self.k], n[self.k] = s[self.k].sum(), n[self.k].sum()
+            row = s.sum(1, keepdims=True) / np.maximum(n.sum(1, keepdims=True), 1e-12)
+            out[..., i] = np.where(n > 0, s / np.maximum(n, 1e-12), row)
+        return out
+
+
+def _penalty(moments: np.ndarray, d: int, m: float, n_pairs: int) -> np.ndarray:
+    """Standard error of the shrunk paired difference (s_p - s_d) per cell, from score moments.
+
+    Shape of ``moments``: (..., P+1, P+1) with n in [0, 0], sums in row/column 0, cross sums in [1:, 1:].
+    The cell's variance of the difference is shrunk towards the pooled one (the last row of ``moments``)
+    with pseudo-count m, and divided by n + m. Pairs beyond the moments (new pairs) get no penalty.
+    """
+    def var(mom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = mom[..., 0, 0]
+        nn = np.maximum(n, 1e-12)[..., None]
+        mean = mom[..., 0, 1:] / nn
+        second = mom[..., 1:, 1:] / nn[..., None]
+        diag = np.diagonal(second, axis1=-2, axis2=-1)
+        v = diag + diag[..., d : d + 1] - 2.0 * second[..., :, d] - (mean - mean[..., d : d + 1]) ** 2
+        return n, np.maximum(v, 0.0)
+
+    if d >= moments.shape[-1] - 1:  # the default is a new pair (no records): nothing to compare with
+        return np.zeros(moments.shape[:-2] + (n_pairs,))
+    n, v = var(moments)
+    pooled = moments.reshape(-1, *moments.shape[-2:])[-1]
+    _, v0 = var(pooled)
+    v = (n[..., None] * v + m * v0) / np.maximum(n[..., None] + m, 1e-12)
+    sd = np.sqrt(v / np.maximum(n[..., None] + m, 1.0))
+    if sd.shape[-1] < n_pairs:
+        sd = np.concatenate([sd, np.zeros(sd.shape[:-1] + (n_pairs - sd.shape[-1],))], axis=-1)
+    return sd
+
+
+class _FoldCells:
+    """Cell statistics of one cross-validation fold (filled scores): accuracy and penalty vs pair b."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray, task_rows: np.ndarray, k: int, n_tasks: int,
+                 b: int) -> None:
+        self.k, self.nt = k, n_tasks
+        d = scores - scores[:, b : b + 1]
+        self.pooled = scores.mean(0)
+        self.v0 = d.var(0)
+        one_t = np.zeros((len(scores), n_tasks))
+        one_t[np.arange(len(scores)), task_rows] = 1.0
+        self.n_t, self.s_t = one_t.sum(0), one_t.T @ scores
+        cell = labels * n_tasks + task_rows
+        one = np.zeros((len(scores), k * n_tasks))
+        one[np.arange(len(scores)), cell] = 1.0
+        self.n = one.sum(0).reshape(k, n_tasks)
+        self.s = (one.T @ scores).reshape(k, n_tasks, -1)
+        self.d1 = (one.T @ d).reshape(k, n_tasks, -1)
+        self.d2 = (one.T @ d**2).reshape(k, n_tasks, -1)
+
+    def shrunk(self, m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Accuracy and penalty per cluster (K, P) and per (cluster, benchmark) (K, B, P)."""
+        task_acc = (self.s_t + m * self.pooled) / np.maximum(self.n_t[:, None] + m, 1e-12)
+        task_acc = np.where(self.n_t[:, None] + m > 0, task_acc, self.pooled)
+
+        def cells(n, s, d1, d2, parent):
+            nn = n[..., None]
+            acc = np.where(nn + m > 0, (s + m * parent) / np.maximum(nn + m, 1e-12), parent)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v = np.where(nn > 0, d2 / np.maximum(nn, 1e-12) - (d1 / np.maximum(nn, 1e-12)) ** 2, 0.0)
+            v = (nn * np.maximum(v, 0.0) + m * self.v0) / np.maximum(nn + m, 1e-12)
+            return acc, np.sqrt(v / np.maximum(nn + m, 1.0))
+
+        acc_c, pen_c = cells(self.n.sum(1), self.s.sum(1), self.d1.sum(1), self.d2.sum(1), self.pooled)
+        acc_t, pen_t = cells(self.n, self.s, self.d1, self.d2, task_acc[None])
+        return acc_c, pen_c, acc_t, pen_t
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _fill(scores: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Scores with missing cells set to the pair's pooled accuracy (targets and CV evaluation)."""
+    return np.where(np.isnan(scores), pooled[None, :], scores)
+
+
+def _task_labels(benchmarks: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Benchmarks with at least two queries, and each query's index among them (-1: none or rare)."""
+    labels = np.asarray(benchmarks, dtype=object).astype(str)
+    names, counts = np.unique(labels[labels != ""], return_counts=True)
+    names = [str(x) for x in names[counts >= 2]]
+    index = {b: i for i, b in enumerate(names)}
+    return names, np.array([index.get(b, -1) for b in labels], dtype=np.int64)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int, max_iter: int
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(centroids, labels, inertia); K = 1 is the mean (no iterations needed)."""
+    if k <= 1:
+        c = x.mean(0, keepdims=True)
+        return c, np.zeros(len(x), dtype=np.int64), float(((x - c) ** 2).sum())
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, init="k-means++", max_iter=max_iter, algorithm="elkan", n_init=n_init,
+                random_state=seed).fit(x)
+    return km.cluster_centers_.astype(np.float64), km.labels_.astype(np.int64), float(km.inertia_)
+
+
+def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    d = (x**2).sum(1)[:, None] - 2.0 * x @ centroids.T + (centroids**2).sum(1)[None, :]
+    return d.argmin(1)
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, lams: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Ridge regression of every column of y on x for each penalty (one SVD): [(coef (D, P), intercept)]."""
+    mu, ym = x.mean(0), y.mean(0)
+    u, s, vt = np.linalg.svd(x - mu, full_matrices=False)
+    uy = u.T @ (y - ym)
+    out = []
+    for lam in lams:
+        coef = vt.T @ ((s / (s**2 + lam))[:, None] * uy)
+        out.append((coef, ym - mu @ coef))
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)
+
+
+def _lda_logit_params(x: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linear discriminant logits ``x @ coef + intercept`` for classes 0..n_classes-1 (-inf: unseen)."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
+    coef = np.zeros((x.shape[1], n_classes))
+    intercept = np.full(n_classes, -np.inf)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        intercept[classes] = 0.0
+        return coef, intercept
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x, y)
-    coef, intercept = lda.coef_, lda.intercept_
+    c, b = lda.coef_, lda.intercept_
     if len(lda.classes_) == 2:  # binary LDA keeps one discriminant: logits (0, d)
-        coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
-        intercept = np.array([0.0, intercept[0]])
-    return coef.T.astype(np.float64), np.asarray(intercept, dtype=np.float64)
+        c = np.vstack([np.zeros_like(c[0]), c[0]])
+        b = np.array([0.0, b[0]])
+    coef[:, lda.classes_] = c.T
+    intercept[lda.classes_] = b
+    return coef, intercept
 
 
-def _mean(x: np.ndarray) -> float:
-    """Mean of the non-NaN entries (0 when there are none)."""
-    have = ~np.isnan(x)
-    return float(x[have].mean()) if have.any() else 0.0
+def _fit_temperature(logits: np.ndarray, target: np.ndarray) -> float:
+    """Temperature minimising the log loss of out-of-fold logits (LDA posteriors are overconfident)."""
+    from scipy.optimize import minimize_scalar
+
+    keep = target >= 0
+    z0, t = logits[keep], target[keep]
+    if len(t) == 0:
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        with np.errstate(invalid="ignore"):
+            z = z0 / np.exp(log_t)
+            z = z - z.max(1, keepdims=True)
+            lse = np.log(np.exp(z).sum(1))
+            picked = z[np.arange(len(t)), t]
+        picked = np.where(np.isfinite(picked), picked, -50.0)
+        return float((lse - picked).mean())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(np.log(0.1), np.log(100.0)), method="bounded").x))
+
+
+def _lda_temperature(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> float:
+    """Temperature from a stratified out-of-fold LDA (used when settings were not cross-validated)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = int(min(5, np.unique(y, return_counts=True)[1].min()))
+    if folds < 2:
+        return 1.0
+    logits = np.full((len(y), n_classes), -np.inf)
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        coef, intercept = _lda_logit_params(x[train], y[train], n_classes)
+        logits[held] = x[held] @ coef + intercept
+    return _fit_temperature(logits, y)

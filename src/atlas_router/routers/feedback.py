@@ -231,7 +231,7 @@ class OnlineClusterRouter:
         self.base = base
         self.store = store
         self.probe_budget = int(probe_budget)
-        m = float(getattr(base, "shrinkage", 10.0)) if prior_strength is None else float(prior_strength)
+        m = float(_shrinkage(base, 10.0)) if prior_strength is None else float(prior_strength)
         self.prior_strength = max(m, 1.0)
         self.alpha = base.alpha
         self._probe_lock = threading.Lock()
@@ -327,7 +327,7 @@ class OnlineClusterRouter:
         k = int(base.n_clusters_)
         rows = np.where(ood & (base.ood_fallback == "pooled"), k, clusters)
         acc_b, cost_b, n_b = self._base_stats(emb, alpha, clusters, rows)
-        m = np.where(rows == k, 0.0, float(getattr(base, "shrinkage", 0.0)))[:, None]
+        m = np.where(rows == k, 0.0, float(_shrinkage(base, 0.0)))[:, None]
         added = self.store.added
         p0 = np.array([a["prior_accuracy"] for a in added], dtype=float)
         c0 = np.array([a["cost"] for a in added], dtype=float)
@@ -396,3 +396,12 @@ class OnlineClusterRouter:
             "base_choice": pair_label(pairs[base_j]), "top": top,
         }
         return Decision(model, tool, float(u[j]), explanation)
+
+
+def _shrinkage(base: Any, default: float) -> float:
+    """The pseudo-count the base router's cells were shrunk with (fitted ``shrinkage_``, else the setting)."""
+    for attr in ("shrinkage_", "shrinkage"):
+        v = getattr(base, attr, None)
+        if v is not None:
+            return float(v)
+    return default

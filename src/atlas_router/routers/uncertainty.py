@@ -113,7 +113,7 @@ def cell_successes(router: Any) -> tuple[np.ndarray, np.ndarray]:
         return n, n * np.nan_to_num(np.asarray(raw, dtype=float), nan=0.0)
     acc = np.asarray(router.accuracy_, dtype=float)
     k = int(router.n_clusters_)
-    w = np.full((n.shape[0], 1), float(getattr(router, "shrinkage", 0.0)))
+    w = np.full((n.shape[0], 1), float(getattr(router, "shrinkage_", None) or getattr(router, "shrinkage", None) or 0.0))
     w[k:] = 0.0  # the pooled row is not shrunk
     s = acc * (n + w) - w * acc[k][None, :]
     return n, np.clip(s, 0.0, n)
