@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 
 from atlas_router.data.graders import LABEL_FREE_GRADERS, build_label_free_grader
 from atlas_router.data.graders.agreement import label_agreement, preference_agreement
-from atlas_router.data.graders.judge import PairwiseJudge, parse_rating, parse_verdict
+from atlas_router.data.graders.judge import PairwiseJudge, parse_rating, parse_verdict, parse_yes_no
 from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
 from support.judge_upstream import create_judge_app
@@ -36,7 +36,7 @@ def run(coro):
 
 
 def test_registered_beside_the_gold_graders():
-    assert set(LABEL_FREE_GRADERS) == {"judge", "judge-pairwise", "prm", "reference"}
+    assert set(LABEL_FREE_GRADERS) == {"judge", "judge-verdict", "judge-pairwise", "prm", "reference"}
 
 
 def test_parse_rating_and_verdict():
@@ -51,6 +51,9 @@ def test_parse_rating_and_verdict():
     assert parse_verdict("A") == "A"
     assert parse_verdict("Assistant B is better because ...") == "B"
     assert parse_verdict("Both are fine") is None
+    assert parse_yes_no("Yes.") is True and parse_yes_no("no, it is wrong") is False
+    assert parse_yes_no("Incorrect: 8") is False and parse_yes_no("[[yes]]") is True
+    assert parse_yes_no("The answer is 18.") is None and parse_yes_no("Nothing") is None
 
 
 def test_pointwise_judge_scores_and_names_itself(judge_url):
@@ -63,6 +66,15 @@ def test_pointwise_judge_scores_and_names_itself(judge_url):
     assert math.isnan(grades[("m3", "none")].score)  # no verdict: not graded
     assert grades[("m4", "none")].score == 0.0  # an empty reply is never sent to the judge
     assert {g.grader for g in grades.values()} == {f"judge:fair@{url}/v1"}
+
+
+def test_verdict_judge(judge_url):
+    url, _ = judge_url
+    grader = build_label_free_grader(f"judge-verdict:fair@{url}/v1")
+    grades = run(grader.grade(Q, {("m1", "none"): RIGHT, ("m2", "none"): WRONG, ("m3", "none"): "unsure, 7?"}))
+    assert [grades[(m, "none")].score for m in ("m1", "m2")] == [1.0, 0.0]
+    assert math.isnan(grades[("m3", "none")].score)
+    assert grades[("m1", "none")].grader == f"judge-verdict:fair@{url}/v1"
 
 
 def test_pairwise_judge_swaps_positions(judge_url):

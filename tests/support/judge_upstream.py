@@ -5,7 +5,7 @@ A reply is *right* when its "Final answer: N" equals the last number of the ques
 ``deterministic_upstream``'s model ``good``). Behaviour by requested model name:
 
 - ``fair``: pointwise ``[[9]]`` for a right reply, ``[[2]]`` for a wrong one, and ``I cannot tell.`` (no
-  verdict) when the reply says "unsure"; pairwise ``[[A]]``/``[[B]]`` for the right one, ``[[C]]`` if both
+  verdict) when the reply says "unsure"; the same as yes/no for the verdict rubric; pairwise ``[[A]]``/``[[B]]`` for the right one, ``[[C]]`` if both
   or neither are right;
 - ``biased``: pairwise always ``[[A]]`` (pure position bias); pointwise like ``fair``;
 - ``down``: HTTP 500.
@@ -37,6 +37,10 @@ def _between(text: str, start: str, end: str) -> str:
 
 
 def verdict(model: str, user: str) -> str:
+    if user.startswith("[Question]") and "[Response]" in user:  # the yes/no verdict rubric
+        q = _between(user, "[Question]", "[Response]")
+        reply = _between(user, "[Response]", "Is the response")
+        return "unclear" if "unsure" in reply else ("Yes." if is_right(q, reply) else "no, it is wrong")
     if "[User Question]" in user:  # pairwise
         if model == "biased":
             return "[[A]]"

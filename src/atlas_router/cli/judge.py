@@ -69,10 +69,11 @@ def judge_agreement(
     if as_json:
         print_json(report)
         return
-    _print(report)
+    print_report(report)
 
 
-def _print(report: dict) -> None:
+def print_report(report: dict) -> None:
+    """The agreement report as text and a table (also used by bench/judge_agreement.py)."""
     console = Console()
     lab, pref = report["labels"], report["preferences"]
     console.print(f"{report['grader']} on {report['queries']} queries of {report['records']}:")

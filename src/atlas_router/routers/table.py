@@ -123,7 +123,7 @@ def query_table(records: pd.DataFrame, pairs: list[Pair] | None = None) -> Query
 def records_hash(records: pd.DataFrame) -> str:
     """Hash of what a router learns from (keys, scores, costs), independent of row order."""
     cols = [c for c in ("query_id", "model", "tool", "score", "cost") if c in records.columns]
-    frame = records[cols].astype(str).sort_values(cols[:3]).to_numpy()
+    frame = records[cols].map(str).sort_values(cols[:3]).to_numpy()  # map: pandas 3 astype(str) keeps NaN
     h = hashlib.sha256()
     for row in frame:
         h.update("\x1f".join(row).encode("utf-8", "surrogatepass"))

@@ -39,7 +39,10 @@ def sample_queries(records: pd.DataFrame, limit: int | None, seed: int = 0) -> p
 
 def judge_records(records: pd.DataFrame, grader: LabelFreeGrader, concurrency: int = 2,
                   on_done: Callable[[], None] | None = None) -> pd.DataFrame:
-    """A copy of ``records`` whose scores come from ``grader`` (``grader`` column says so)."""
+    """A copy of ``records`` (in the record schema) whose scores come from ``grader`` (``grader`` says so)."""
+    from atlas_router.records.store import normalize
+
+    records = normalize(records)
     if "response" not in records.columns or not records["response"].astype(str).str.strip().any():
         raise AtlasError("these records hold no replies (response column), so there is nothing to grade")
     groups = list(records.groupby("query_id", sort=True))
@@ -116,7 +119,9 @@ def compare_routers(gold: pd.DataFrame, judged: pd.DataFrame, routers: Sequence[
     """Routers fitted on judged vs gold train records, both replayed on the same gold test records."""
     from atlas_router.eval.run import run_evaluation
     from atlas_router.eval.split import split_records
+    from atlas_router.records.store import normalize
 
+    gold, judged = normalize(gold), normalize(judged)
     gold_train, gold_test = split_records(gold, test_size=test_size, seed=seed)
     train_ids = set(gold_train["query_id"].astype(str))
     judged_train = judged[judged["query_id"].astype(str).isin(train_ids)].reset_index(drop=True)

@@ -8,15 +8,18 @@ never mix unnoticed.
 
 Grader specs (``atlas collect --grader SPEC``)::
 
-    judge:MODEL                 pointwise LLM judge, MODEL a pool model
+    judge:MODEL                 pointwise LLM judge (1-10 rating), MODEL a pool model
     judge:MODEL_ID@URL          the same, MODEL_ID served by an OpenAI-compatible endpoint (vLLM, llama.cpp)
+    judge-verdict:MODEL[@URL]   pointwise LLM judge answering yes/no "is the response correct?" (score 1/0)
     judge-pairwise:MODEL[@URL]  pairwise LLM judge, every two pairs compared in both orders
     prm:MODEL_ID@URL            a reward model behind vLLM's /pooling API (the prm tool's scorer)
     reference:MODEL@@TOOL       1 when a reply's final answer agrees with that pair's, else 0
 
 Rubrics follow the single-answer and pairwise prompts of MT-Bench (Zheng et al., 2023, "Judging
 LLM-as-a-judge"): a 1-10 rating written ``[[N]]`` mapped to (N-1)/9, and ``[[A]]``/``[[B]]``/``[[C]]``
-(tie) for pairs. A pairwise verdict counts only when it survives swapping the two replies' positions;
+(tie) for pairs. The verdict rubric asks one yes/no question, the instruction last: small judges that
+cannot keep the ``[[N]]`` format still answer it (a yes/no verdict is also what a router's records mean
+by a score: the reply was acceptable or not). A pairwise verdict counts only when it survives swapping the two replies' positions;
 an inconsistent pair of verdicts is a tie, as in MT-Bench. A pair's pairwise score is its mean result
 (win 1, tie 0.5, loss 0) against every other pair. A judge reply with no readable verdict grades NaN
 ("not graded"): routers ignore it and agreement reports count it as not covered.
@@ -65,9 +68,13 @@ PAIRWISE_USER = (
     "[The Start of Assistant B's Answer]\n{b}\n[The End of Assistant B's Answer]"
 )
 
+VERDICT_USER = ("[Question]\n{question}\n\n[Response]\n{answer}\n\nIs the response a correct and complete answer to "
+                "the question? Reply with one word: yes or no.")
+
 _RATING = (re.compile(r"\[\[\s*(10|[1-9])(?:\.\d+)?\s*\]\]"),
            re.compile(r"(?:rating|score)\s*(?:is|of)?\s*[:=]?\s*\[?(10|[1-9])\b", re.I),
            re.compile(r"^\W*(10|[1-9])\s*(?:/\s*10)?\W*$"))
+_YES_NO = re.compile(r"^\W*(yes|no|correct|incorrect)\b|\[\[\s*(yes|no)\s*\]\]", re.I)
 _VERDICT = (re.compile(r"\[\[\s*([ABC])\s*\]\]"),
             re.compile(r"^\W*([ABC])\W*$"),
             re.compile(r"\bassistant\s+([AB])\s+is\s+better", re.I))
@@ -89,6 +96,14 @@ def parse_rating(text: str) -> int | None:
         if m:
             return int(m.group(1))
     return None
+
+
+def parse_yes_no(text: str) -> bool | None:
+    """True for a reply opening with yes/correct (or ``[[yes]]``), False for no/incorrect, else None."""
+    m = _YES_NO.search(text.strip())
+    if not m:
+        return None
+    return (m.group(1) or m.group(2)).lower() in ("yes", "correct")
 
 
 def parse_verdict(text: str) -> str | None:
@@ -128,19 +143,33 @@ class _JudgeBase(LabelFreeGrader):
                                            self.params)
         return completion.text
 
+    async def _ask_user(self, user: str) -> str:
+        return (await self.model.chat([{"role": "user", "content": user}], self.params)).text
+
     async def aclose(self) -> None:
         await self.model.aclose()
 
 
 class PointwiseJudge(_JudgeBase):
-    """An LLM rates each reply alone on the MT-Bench 1-10 rubric; score = (rating - 1) / 9."""
+    """An LLM grades each reply alone: ``rubric="rating"`` on the MT-Bench 1-10 scale, score (rating - 1) / 9;
+    ``rubric="verdict"`` a yes/no correctness verdict, score 1 or 0."""
 
-    def __init__(self, model: ChatModel, label: str | None = None, max_tokens: int = 16) -> None:
-        super().__init__(model, label or f"judge:{model.name}", max_tokens)
+    RUBRICS = ("rating", "verdict")
+
+    def __init__(self, model: ChatModel, label: str | None = None, max_tokens: int = 16, rubric: str = "rating") -> None:
+        if rubric not in self.RUBRICS:
+            raise AtlasError(f"judge rubric must be one of {', '.join(self.RUBRICS)}, got '{rubric}'")
+        kind = "judge" if rubric == "rating" else "judge-verdict"
+        super().__init__(model, label or f"{kind}:{model.name}", max_tokens)
+        self.rubric = rubric
 
     async def grade_one(self, question: str, response: str) -> Grade:
         if not response.strip():
             return self._empty()
+        if self.rubric == "verdict":
+            reply = await self._ask_user(VERDICT_USER.format(question=question, answer=response))
+            ok = parse_yes_no(reply)
+            return Grade(math.nan if ok is None else float(ok), self.name, reply.strip()[:200])
         reply = await self._ask(POINTWISE_SYSTEM, POINTWISE_USER.format(question=question, answer=response))
         rating = parse_rating(reply)
         return Grade(math.nan if rating is None else (rating - 1) / 9, self.name, reply.strip()[:200])
@@ -262,7 +291,7 @@ def _judge_model(arg: str, pool: "Pool | None", kind: str) -> ChatModel:
     return pool.model(arg)
 
 
-GRADER_KINDS = ("judge", "judge-pairwise", "prm", "reference")
+GRADER_KINDS = ("judge", "judge-verdict", "judge-pairwise", "prm", "reference")
 
 
 def build_label_free_grader(spec: str, pool: "Pool | None" = None) -> LabelFreeGrader:
@@ -270,11 +299,15 @@ def build_label_free_grader(spec: str, pool: "Pool | None" = None) -> LabelFreeG
     kind, sep, arg = spec.strip().partition(":")
     kind, arg = kind.strip().lower(), arg.strip()
     if kind not in GRADER_KINDS or not sep or not arg:
-        raise AtlasError(f"unknown grader '{spec}'; use judge:MODEL[@URL], judge-pairwise:MODEL[@URL], "
+        raise AtlasError(f"unknown grader '{spec}'; use judge:MODEL[@URL], judge-verdict:MODEL[@URL], "
+                         "judge-pairwise:MODEL[@URL], "
                          "prm:MODEL_ID@URL or reference:MODEL@@TOOL")
     if kind == "judge":
         model = _judge_model(arg, pool, kind)
         return PointwiseJudge(model, f"judge:{arg}")
+    if kind == "judge-verdict":
+        model = _judge_model(arg, pool, kind)
+        return PointwiseJudge(model, f"judge-verdict:{arg}", rubric="verdict")
     if kind == "judge-pairwise":
         model = _judge_model(arg, pool, kind)
         return PairwiseJudge(model, f"judge-pairwise:{arg}")
@@ -315,4 +348,5 @@ def grade_all(grader: LabelFreeGrader, items: list[tuple[str, Mapping[Pair, str]
 
 
 __all__ = ["GRADER_KINDS", "Grade", "LabelFreeGrader", "PairwiseJudge", "PointwiseJudge", "ReferenceAgreement",
-           "RewardModelGrader", "build_label_free_grader", "grade_all", "parse_rating", "parse_verdict"]
+           "RewardModelGrader", "build_label_free_grader", "grade_all", "parse_rating", "parse_verdict",
+           "parse_yes_no"]
