@@ -128,8 +128,8 @@ def test_routellm_blank_cells_and_benchmark_override(tmp_path: Path) -> None:
     assert set(result.records["benchmark"]) == {"mmlu_astronomy"}
     assert sorted(result.records["score"]) == [0.0, 1.0, 1.0]
     assert set(read_routellm([path], benchmark="astro").records["benchmark"]) == {"astro"}
-    (tmp_path / "bad.csv").write_text("prompt,m\nq,maybe\n")
-    with pytest.raises(AtlasError, match="score 'maybe' is not a number"):
+    (tmp_path / "bad.csv").write_text("prompt,m\nq,maybe\n")  # text only: not a score column
+    with pytest.raises(AtlasError, match="no per-model correctness columns .*ignored non-numeric column.*'m'"):
         read_routellm([tmp_path / "bad.csv"])
 
 
@@ -149,11 +149,12 @@ def test_routerbench_csv_and_pickle_with_blank_cells(tmp_path: Path) -> None:
 
     out = tmp_path / "rec"
     summary = atlas_json("import", "routerbench", str(tmp_path / "routerbench_small.csv"),
-                         str(tmp_path / "routerbench_0shot.pkl"), "--out", str(out))
+                         str(tmp_path / "routerbench_0shot.pkl"), "--trust-pickle", "--out", str(out))
     # the pickle repeats the CSV's first two prompts: counted as source rows, stored once
     assert (summary["queries"], summary["models"], summary["records"], summary["skipped_blank"]) == (6, 2, 9, 3)
     assert summary["added"] == 6
-    assert atlas_json("import", "routerbench", str(tmp_path / "routerbench_0shot.pkl"), "--out", str(out))["added"] == 0
+    assert atlas_json("import", "routerbench", str(tmp_path / "routerbench_0shot.pkl"), "--trust-pickle",
+                      "--out", str(out))["added"] == 0
     stored = RecordStore(out).load()
     assert len(stored) == 6 and (stored["source"] == "routerbench").all()
     shown = atlas("records", "show", str(out))
@@ -165,7 +166,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'none.pkl'}: RouterBench file not found"]
     (tmp_path / "x.pkl").write_bytes(b"not a pickle")
-    broken = atlas("import", "routerbench", str(tmp_path / "x.pkl"), "--out", str(tmp_path / "rec"))
+    broken = atlas("import", "routerbench", str(tmp_path / "x.pkl"), "--trust-pickle", "--out", str(tmp_path / "rec"))
     assert broken.returncode == 2 and "cannot read the table" in broken.stderr and "Traceback" not in broken.stderr
     shown = atlas("records", "show", str(tmp_path))
     assert shown.returncode == 2 and "not a records directory" in shown.stderr
@@ -176,6 +177,63 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
 def test_import_into_python_api(tmp_path: Path) -> None:
     table = routerbench_table()
     table.to_pickle(tmp_path / "rb.pkl")
-    result = import_into(read_routerbench([tmp_path / "rb.pkl"]), tmp_path / "rec")
-    assert result.added == 6 and import_into(read_routerbench([tmp_path / "rb.pkl"]), tmp_path / "rec").added == 0
+    result = import_into(read_routerbench([tmp_path / "rb.pkl"], trust_pickle=True), tmp_path / "rec")
+    again = import_into(read_routerbench([tmp_path / "rb.pkl"], trust_pickle=True), tmp_path / "rec")
+    assert result.added == 6 and again.added == 0
     assert "skipped blank cells: 2" in "\n".join(result.lines())
+
+
+class Payload:
+    """Unpickling this runs ``touch MARKER``: proof that an importer executed the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_tables_need_trust_and_parquet_needs_none(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "rb.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    proc = atlas("import", "routerbench", str(tmp_path / "rb.pkl"), "--out", str(tmp_path / "rec"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "can run code" in lines[0] and "--trust-pickle" in lines[0]
+    with pytest.raises(AtlasError, match="--trust-pickle"):
+        read_routerbench([tmp_path / "rb.pkl"])
+    assert not marker.exists() and not (tmp_path / "rec").exists()
+    routerbench_table().to_parquet(tmp_path / "rb.parquet")
+    result = read_routerbench([tmp_path / "rb.parquet"])
+    assert (result.queries, len(result.models), len(result.records), result.skipped_blank) == (4, 2, 6, 2)
+
+
+def test_pandas_index_and_text_columns_are_ignored_with_a_note(tmp_path: Path) -> None:
+    table = routerbench_table()
+    table["model_family"] = ["openai", "openai", "meta", "meta"]  # text: not scores
+    table["Unnamed: 20"] = None  # a trailing comma in a hand-edited CSV
+    table.to_csv(tmp_path / "rb.csv")  # pandas writes its index as the first, unnamed column
+    assert pd.read_csv(tmp_path / "rb.csv").columns[0] == "Unnamed: 0"
+    out = tmp_path / "rec"
+    summary = atlas_json("import", "routerbench", str(tmp_path / "rb.csv"), "--out", str(out))
+    assert (summary["queries"], summary["models"], summary["records"], summary["added"]) == (4, 2, 6, 6)
+    notes = " ".join(summary["notes"])
+    assert "'Unnamed: 0'" in notes and "'Unnamed: 20'" in notes and "'model_family'" in notes
+    assert set(RecordStore(out).load()["model"]) == {"gpt-4-1106-preview", "mistralai/mixtral-8x7b-chat"}
+    shown = atlas("import", "routerbench", str(tmp_path / "rb.csv"), "--out", str(out))
+    assert shown.returncode == 0 and "note:" in shown.stdout and "ignored unnamed column(s)" in shown.stdout
+    # the same for RouteLLM tables, and pandas' reset_index() column
+    path = tmp_path / "gsm8k_responses.csv"
+    pd.DataFrame({"prompt": ["q1", "q2"], "m1": [True, False], "m1_response": ["a", "b"], "judge": ["x", "y"]}) \
+        .reset_index().to_csv(path)
+    result = read_routellm([path])
+    assert result.models == ["m1"] and len(result.records) == 2
+    assert any("'index'" in n and "'Unnamed: 0'" in n for n in result.notes)
+    assert any("'judge'" in n for n in result.notes)
+    # a score column with some numbers and some text is still a model column with a bad cell
+    (tmp_path / "mixed.csv").write_text("prompt,m\nq1,1\nq2,maybe\n")
+    with pytest.raises(AtlasError, match="score 'maybe' is not a number"):
+        read_routellm([tmp_path / "mixed.csv"])

@@ -182,3 +182,93 @@ def test_threads_sharing_a_store_do_not_duplicate(tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         added = list(pool.map(lambda start: store.append(_rows(50, start=start)), [0, 25, 50, 0]))
     assert sum(added) == 100 and len(store) == 100 and len(store.keys()) == 100
+
+
+# -- corrupt parts: one line naming the part, and a repair that keeps every readable row --------------------
+def _store_with_parts(path: Path, n_parts: int = 3, rows: int = 5) -> RecordStore:
+    store = RecordStore(path)
+    for i in range(n_parts):
+        assert store.append(_rows(rows, start=i * rows)) == rows
+    return store
+
+
+def _atlas(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "atlas_router", *args], capture_output=True, text=True, timeout=300)
+
+
+def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_truncated_part_is_one_line_everywhere_and_repair_keeps_the_other_parts(tmp_path: Path) -> None:
+    from atlas_router.records.store import CorruptPartError
+
+    d = tmp_path / "rec"
+    store = _store_with_parts(d)
+    parts = store.parts()
+    bad = parts[1]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # a disk that filled up, a copy cut short
+    fresh = RecordStore(d)
+    for read in (fresh.load, fresh.keys, fresh.__len__, lambda: fresh.load(["score"]), fresh.compact):
+        with pytest.raises(CorruptPartError) as info:
+            read()
+        msg = str(info.value)
+        assert "\n" not in msg and str(bad) in msg and f"atlas records repair {d}" in msg
+    line = _one_line(_atlas("records", "show", str(d)))
+    assert bad.name in line and "atlas records repair" in line
+    assert bad.name in _one_line(_atlas("fit", "--records", str(d), "--out", str(tmp_path / "r.atlas")))
+
+    proc = _atlas("records", "repair", str(d), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report == {"parts": 3, "quarantined": [bad.name], "rows_kept": 0, "rows_lost": None, "rows": 10}
+    assert (d / "quarantine" / bad.name).is_file() and not bad.exists()
+    df = RecordStore(d).load()
+    assert sorted(df["query"]) == sorted(f"question {i}" for i in (*range(0, 5), *range(10, 15)))
+    # the store works again: resume adds back exactly the lost rows
+    assert RecordStore(d).append(_rows(15)) == 5 and len(RecordStore(d)) == 15
+    assert json.loads(_atlas("records", "repair", str(d), "--json").stdout)["quarantined"] == []
+
+
+def test_garbled_row_group_loses_only_that_row_group(tmp_path: Path) -> None:
+    from atlas_router.records.store import CorruptPartError
+
+    d = tmp_path / "rec"
+    store = _store_with_parts(d, n_parts=2)
+    # a part with three row groups of five rows (as a large collection batch would be)
+    table = pa.Table.from_pandas(normalize(_rows(15, model="m2")), schema=ARROW_SCHEMA, preserve_index=False)
+    big = d / "part-99999999999999999999-abcdef01.parquet"
+    pq.write_table(table, big, row_group_size=5, compression="zstd", write_page_checksum=True)
+    meta = pq.ParquetFile(big).metadata
+    assert meta.num_row_groups == 3
+    offset = meta.row_group(1).column(COLUMNS_INDEX["query"]).data_page_offset
+    raw = bytearray(big.read_bytes())
+    for k in range(offset + 24, offset + 40):
+        raw[k] ^= 0x5A  # garble data inside the second row group; the footer stays intact
+    big.write_bytes(bytes(raw))
+    with pytest.raises(CorruptPartError, match=big.name):
+        RecordStore(d).load()
+
+    report = RecordStore(d).repair()
+    assert report.quarantined == [big.name] and report.rows_kept == 10 and report.rows_lost == 5
+    df = RecordStore(d).load()
+    kept = df[df["model"] == "m2"]["query"].tolist()
+    assert sorted(kept) == sorted(f"question {i}" for i in (*range(0, 5), *range(10, 15)))
+    assert len(df[df["model"] == "m1"]) == 10  # every row of the healthy parts
+    # repairing twice changes nothing; a repair that stopped before the move would not duplicate rows either
+    assert RecordStore(d).repair().quarantined == [] and len(RecordStore(d)) == 20
+
+
+def test_part_missing_a_later_column_reads_with_its_default(tmp_path: Path) -> None:
+    d = tmp_path / "rec"
+    store = _store_with_parts(d, n_parts=1)
+    old = normalize(_rows(3, start=50)).drop(columns=["error", "source"])  # written before those columns existed
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), d / "part-00000000000000000001-00000000.parquet")
+    df = RecordStore(d).load()
+    assert len(df) == 8 and (df["error"] == "").all() and (df["source"] == "").all()
+    assert RecordStore(d).append(_rows(3, start=50)) == 0  # its keys count for resume
+
+
+COLUMNS_INDEX = {name: i for i, name in enumerate(COLUMNS)}

@@ -10,11 +10,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from atlas_router.errors import ConfigError
 
 DEFAULT_POOL_PATH = Path(__file__).parent / "resources" / "default_pool.yaml"
+
+
+def check_endpoint(value: str) -> str:
+    """An endpoint must be an http(s) URL with a host: anything else would only fail after every retry."""
+    from urllib.parse import urlsplit
+
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as err:
+        raise ValueError(f"endpoint {value!r} is not a valid URL ({err})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"endpoint {value!r} is not an http(s) URL with a host (for example http://127.0.0.1:8000/v1)")
+    return url
 
 
 class Price(BaseModel):
@@ -53,6 +68,11 @@ class ModelSpec(BaseModel):
     max_concurrency: int = Field(8, gt=0)
     vision: bool = False
 
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint(value)
+
     @model_validator(mode="after")
     def _backend_fields(self) -> "ModelSpec":
         if self.backend == "openai" and not self.endpoint:
@@ -87,6 +107,13 @@ class ToolSpec(BaseModel):
     kind: ToolKind
     settings: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+
+    @field_validator("settings")
+    @classmethod
+    def _endpoint_setting(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("endpoint"):  # prm, web search (searxng), vision tools reach a server there
+            value = {**value, "endpoint": check_endpoint(str(value["endpoint"]))}
+        return value
 
 
 class CacheSpec(BaseModel):

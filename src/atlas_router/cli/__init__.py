@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "atlas_router.cli.judge",
     "atlas_router.cli.records",
     "atlas_router.cli.routing",
+    "atlas_router.cli.router_file",
     "atlas_router.cli.serve",
     "atlas_router.cli.rl",
     "atlas_router.cli.calibrate",

@@ -1,5 +1,5 @@
-"""``atlas import llmrouter|routerbench|routellm`` and ``atlas records show``: public routing tables in,
-per-benchmark and per-pair summaries out."""
+"""``atlas import llmrouter|routerbench|routellm`` and ``atlas records show|repair``: public routing tables
+in, per-benchmark and per-pair summaries out, unreadable parts quarantined."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from atlas_router.errors import AtlasError
 from atlas_router.records.store import RecordStore
 
 import_app = typer.Typer(help="Import public routing tables into a records directory.", no_args_is_help=True)
-records_app = typer.Typer(help="Inspect a records directory.", no_args_is_help=True)
+records_app = typer.Typer(help="Inspect or repair a records directory.", no_args_is_help=True)
 
 OUT_HELP = "Records directory (created if missing; rows already there are skipped)."
 JSON_HELP = "Print the counts as JSON."
@@ -44,12 +44,14 @@ def import_llmrouter(
 
 @import_app.command("routerbench")
 def import_routerbench(
-    files: list[Path] = typer.Argument(..., help="RouterBench tables (.pkl or .csv)."),
+    files: list[Path] = typer.Argument(..., help="RouterBench tables (.csv, .parquet, or .pkl with --trust-pickle)."),
     out: Path = typer.Option(..., "--out", help=OUT_HELP),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Read .pkl tables: a pickle can run code, so "
+                                                                    "only for files from a source you trust."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Import RouterBench tables: per-model scores, responses and total costs."""
-    _report(import_into(read_routerbench(files), out), as_json)
+    _report(import_into(read_routerbench(files, trust_pickle=trust_pickle), out), as_json)
 
 
 @import_app.command("routellm")
@@ -90,15 +92,19 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _require_store(directory: Path) -> None:
+    if not (directory / "meta.json").is_file():
+        raise AtlasError(f"{directory}: not a records directory (no meta.json); create one with 'atlas import' "
+                         "or 'atlas collect'")
+
+
 @records_app.command("show")
 def show(
     directory: Path = typer.Argument(..., help="Records directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Per benchmark and (model, tool) pair: record count, mean score and mean cost."""
-    if not (directory / "meta.json").is_file():
-        raise AtlasError(f"{directory}: not a records directory (no meta.json); create one with 'atlas import' "
-                         "or 'atlas collect'")
+    _require_store(directory)
     summary = overview(RecordStore(directory))
     if as_json:
         print_json(summary)
@@ -112,6 +118,26 @@ def show(
         table.add_row(r["benchmark"], r["model"], r["tool"], str(r["count"]), _fmt(r["mean_score"], 3),
                       _fmt(r["mean_cost"], 6))
     Console(width=160).print(table)
+
+
+@records_app.command("repair")
+def repair(
+    directory: Path = typer.Argument(..., help="Records directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Move unreadable parts to DIR/quarantine and keep every readable row (healthy parts are untouched)."""
+    _require_store(directory)
+    report = RecordStore(directory).repair()
+    if as_json:
+        print_json(report.summary())
+        return
+    if not report.quarantined:
+        typer.echo(f"{directory}: all {report.parts} parts readable; nothing to repair ({report.rows} records)")
+        return
+    lost = "unknown (no readable footer)" if report.rows_lost is None else str(report.rows_lost)
+    typer.echo(f"{directory}: moved {len(report.quarantined)} of {report.parts} parts to "
+               f"{directory / 'quarantine'} ({', '.join(report.quarantined)})")
+    typer.echo(f"  rows kept from them: {report.rows_kept}; rows lost: {lost}; records now: {report.rows}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,14 @@ Layout of a store directory::
     meta.json                 {"format": "atlas-records", "schema_version": 1}
     part-<ns>-<rand>.parquet  one per append (or one after ``compact()``)
     compact.json              only during a compaction: the parts it replaces and the merged part
-    .lock                     advisory lock serialising writers (appends, compaction)
+    quarantine/               parts ``repair()`` found unreadable (their readable rows were rewritten)
+    .lock                     advisory lock serialising writers (appends, compaction, repair)
+
+A part that cannot be read (truncated, garbled, not Parquet) stops every read with one line naming it;
+``repair()`` (``atlas records repair DIR``) moves it to ``quarantine/`` and keeps its readable row groups.
+
+Migration rule: parts written before a column was added to the schema read with that column's default
+("" for text); a store whose ``meta.json`` has a newer ``schema_version`` is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -38,6 +47,7 @@ from atlas_router.records.schema import COLUMNS, KEY, SCHEMA_VERSION, query_key
 
 META_FILE = "meta.json"
 COMPACT_FILE = "compact.json"
+QUARANTINE_DIR = "quarantine"
 FORMAT_NAME = "atlas-records"
 
 # Value used for a column a row does not give. Strings default to "" (the schema's "unknown").
@@ -52,12 +62,44 @@ DEFAULTS: dict[str, Any] = {
     "schema_version": SCHEMA_VERSION,
 }
 
+# Parts carry page checksums and reads verify them, so a garbled part fails loudly instead of reading wrong values.
+PARQUET_FORMAT = pads.ParquetFileFormat(
+    default_fragment_scan_options=pads.ParquetFragmentScanOptions(page_checksum_verification=True))
+
 _ARROW_TYPES = {"string": pa.string(), "float64": pa.float64(), "int64": pa.int64()}
 ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in COLUMNS.items()])
 
 
 class RecordStoreError(AtlasError):
     """A store directory that cannot be used: foreign files, newer schema, bad rows."""
+
+
+class CorruptPartError(RecordStoreError):
+    """A part file that cannot be read; the message names it and the command that repairs the store."""
+
+    def __init__(self, store: Path, part: Path, cause: BaseException | str) -> None:
+        if isinstance(cause, str):
+            why = cause
+        else:
+            text = str(cause).strip().splitlines()
+            why = f"{type(cause).__name__}: {text[0][:160]}" if text else type(cause).__name__
+        super().__init__(f"{part}: corrupt records part ({why}); run 'atlas records repair {store}' to quarantine it "
+                         "and keep every readable row")
+        self.part = part
+
+
+@dataclass
+class RepairReport:
+    """What ``RecordStore.repair`` did: parts checked, parts quarantined, rows kept and lost."""
+
+    parts: int
+    quarantined: list[str]
+    rows_kept: int  # readable rows of quarantined parts, rewritten into a new part
+    rows_lost: int | None  # rows of quarantined parts that could not be read (None: unknown, no footer)
+    rows: int  # rows in the store after the repair
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _default(column: str) -> Any:
@@ -230,7 +272,7 @@ class RecordStore:
     def _write_tmp_part(self, table: pa.Table) -> tuple[Path, Path]:
         final = self._new_part_path()
         tmp = final.with_name(f".tmp-{final.name}")
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         return tmp, final
@@ -266,7 +308,7 @@ class RecordStore:
         for part in parts:
             if part.name in self._keyed_parts:
                 continue
-            table = pq.read_table(part, columns=list(KEY))
+            table = self._read_part(part, list(KEY))
             cols = [table.column(c).to_pylist() for c in KEY]
             self._keys.update(zip(*cols))
             self._keyed_parts.add(part.name)
@@ -303,8 +345,27 @@ class RecordStore:
         schema = ARROW_SCHEMA if columns is None else pa.schema([ARROW_SCHEMA.field(c) for c in columns])
         if not parts:
             return schema.empty_table()
-        dataset = pads.dataset([str(p) for p in parts], format="parquet", schema=ARROW_SCHEMA)
-        return dataset.to_table(columns=columns)
+        try:
+            dataset = pads.dataset([str(p) for p in parts], format=PARQUET_FORMAT, schema=ARROW_SCHEMA)
+            table = dataset.to_table(columns=columns)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as err:
+            for part in parts:  # name the part that fails (raises), else report the store-wide cause
+                self._read_part(part, columns)
+            raise RecordStoreError(f"{self.path}: cannot read records ({type(err).__name__}: {err})") from None
+        return _fill_defaults(table)
+
+    def _read_part(self, part: Path, columns: list[str] | None) -> pa.Table:
+        """One part with the store schema (columns it lacks get their defaults); a broken part raises
+        ``CorruptPartError`` naming it."""
+        try:
+            table = pads.dataset(str(part), format=PARQUET_FORMAT, schema=ARROW_SCHEMA).to_table(columns=columns)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise CorruptPartError(self.path, part, err) from None
+        return _fill_defaults(table)
 
     def load(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """All records as a DataFrame with schema dtypes (strings are Arrow-backed ``string``)."""
@@ -325,7 +386,78 @@ class RecordStore:
         return self._table(list(columns) if columns is not None else None)
 
     def __len__(self) -> int:
-        return self._retry(lambda: sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts()))
+        return self._retry(lambda: sum(self._part_rows(p) for p in self.parts()))
+
+    def _part_rows(self, part: Path) -> int:
+        try:
+            return pq.ParquetFile(part).metadata.num_rows
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise CorruptPartError(self.path, part, err) from None
+
+    def check(self) -> list[tuple[Path, str]]:
+        """Every unreadable part with its cause (reads each part in full)."""
+        bad = []
+        for part in self.parts():
+            try:
+                self._read_part(part, None)
+            except CorruptPartError as err:
+                bad.append((part, str(err)))
+        return bad
+
+    def repair(self) -> RepairReport:
+        """Move unreadable parts to ``quarantine/`` and rewrite their readable row groups as a new part.
+
+        Healthy parts are not touched. Rows already held by a healthy part are not written twice, so a
+        repair that stopped half-way can simply run again.
+        """
+        with self._locked():
+            parts = self.parts()
+            bad = [p for p, _ in self.check()]
+            healthy = [p for p in parts if p not in bad]
+            held: set[tuple[str, str, str]] = set()
+            for part in healthy:
+                table = self._read_part(part, list(KEY))
+                held.update(zip(*(table.column(c).to_pylist() for c in KEY)))
+            kept, lost, unknown = 0, 0, False
+            quarantine = self.path / QUARANTINE_DIR
+            for part in bad:
+                table, n_lost = self._salvage(part)
+                if n_lost is None:
+                    unknown = True
+                else:
+                    lost += n_lost
+                if table is not None and table.num_rows:
+                    keys = list(zip(*(table.column(c).to_pylist() for c in KEY)))
+                    mask = [k not in held for k in keys]
+                    table = table.filter(pa.array(mask, type=pa.bool_()))
+                    held.update(k for k, m in zip(keys, mask) if m)
+                    if table.num_rows:
+                        self._write_part(table)
+                        kept += table.num_rows
+                quarantine.mkdir(exist_ok=True)
+                os.replace(part, quarantine / part.name)
+            self._keys, self._keyed_parts = set(), set()
+            rows = sum(self._part_rows(p) for p in self.parts())
+        return RepairReport(parts=len(parts), quarantined=[p.name for p in bad], rows_kept=kept,
+                            rows_lost=None if unknown else lost, rows=rows)
+
+    @staticmethod
+    def _salvage(part: Path) -> tuple[pa.Table | None, int | None]:
+        """(readable rows with the store schema, rows lost) of a broken part; row groups are the unit."""
+        try:
+            pf = pq.ParquetFile(part, page_checksum_verification=True)
+        except (pa.ArrowException, OSError, ValueError):
+            return None, None  # no readable footer: nothing can be located in the file
+        tables, lost = [], 0
+        for i in range(pf.num_row_groups):
+            try:
+                rg = pf.read_row_group(i)
+                tables.append(_fill_defaults(_conform(rg)))
+            except (pa.ArrowException, OSError, ValueError, KeyError):
+                lost += pf.metadata.row_group(i).num_rows
+        return (pa.concat_tables(tables) if tables else None), lost
 
     def compact(self) -> int:
         """Merge all parts into one; returns the number of parts replaced. Safe to interrupt at any point."""
@@ -342,3 +474,24 @@ class RecordStore:
             self._finish_compaction()
             self._keyed_parts = {merged.name}
             return len(parts)
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """A table with exactly the store's columns and types (absent columns null, filled later)."""
+    cols = []
+    for field in ARROW_SCHEMA:
+        if field.name in table.column_names:
+            cols.append(table.column(field.name).cast(field.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, type=field.type))
+    return pa.Table.from_arrays(cols, schema=ARROW_SCHEMA)
+
+
+def _fill_defaults(table: pa.Table) -> pa.Table:
+    """Nulls (columns a part lacks because it predates them) replaced by the column's default."""
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if col.null_count and name in COLUMNS:
+            default = _default(name)
+            table = table.set_column(i, name, pc.fill_null(col, pa.scalar(default, type=col.type)))
+    return table

@@ -3,10 +3,12 @@
 * the constructor only stores settings (``get_params`` lists them);
 * ``fit(records, encoder)`` learns state into attributes ending in ``_`` and returns ``self``;
 * ``route(queries)`` reads that state only: a fitted router is safe to share between threads;
-* ``save(path)`` / ``load_router(path)`` keep a router in one file (joblib) with a manifest saying
-  what it was fitted on: data hash, encoder, settings (K, seed, ...) and library versions.
+* ``save(path)`` / ``load_router(path)`` keep a router in one file with a manifest saying what it was
+  fitted on: data hash, encoder, settings (K, seed, ...) and library versions.
 
-A router file is a pickle: load only files you made or trust.
+A router file is data only (JSON and arrays in a zip, see ``routers.persist``): loading one runs no code
+from it, so keep fitted state in ``*_`` attributes holding numpy arrays, JSON values, torch tensors or
+scikit-learn estimators.
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ from atlas_router.routers.encoders import Encoder, build_encoder
 from atlas_router.routers.table import Pair, QueryTable, query_table, records_hash
 from atlas_router.routers.utility import check_alpha, cost_scale
 
-FILE_FORMAT = "atlas-router"
-FILE_VERSION = 1
+from atlas_router.routers.persist import FILE_FORMAT, FILE_VERSION
 
 Queries = list[str] | np.ndarray
 
@@ -195,17 +196,10 @@ class Router(ABC):
         return state
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted router and its manifest to one file."""
-        import joblib
+        """Write the fitted router and its manifest to one data-only file (``routers.persist``)."""
+        from atlas_router.routers.persist import save_router
 
-        if not self.is_fitted:
-            raise AtlasError(f"router '{self.name}' is not fitted; nothing to save")
-        p = Path(path).expanduser()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".tmp-{p.name}")
-        joblib.dump({"manifest": self.manifest(), "router": self}, tmp, compress=3)
-        tmp.replace(p)
-        return p
+        return save_router(self, path)
 
 
 def _plain(v: Any) -> Any:
@@ -234,30 +228,21 @@ def library_versions() -> dict[str, str]:
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    return _load_file(path)["manifest"]
+    """A router file's manifest, read as JSON without building anything."""
+    from atlas_router.routers.persist import read_manifest as read
+
+    return read(path)
 
 
-def _load_file(path: str | Path) -> dict[str, Any]:
-    import joblib
+def load_router(path: str | Path, encoder: Encoder | None = None, trusted: bool = False) -> Router:
+    """A router saved with ``Router.save``; ``encoder`` shares an already-built one.
 
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise AtlasError(f"{p}: router file not found")
-    try:
-        data = joblib.load(p)
-    except Exception as err:  # truncated, not a joblib file, written by an incompatible version
-        raise AtlasError(f"{p}: not a readable router file ({type(err).__name__}: {err})") from None
-    if not isinstance(data, dict) or data.get("manifest", {}).get("format") != FILE_FORMAT:
-        raise AtlasError(f"{p}: not an atlas router file")
-    version = data["manifest"].get("format_version")
-    if version != FILE_VERSION:
-        raise AtlasError(f"{p}: router file format version {version}, this atlas-router reads {FILE_VERSION}")
-    return data
+    ``trusted=True`` also reads the old pickle format (version 1), which can run code: only for files
+    you made. ``atlas router-file migrate --trust`` converts such a file once.
+    """
+    from atlas_router.routers.persist import load_router_file
 
-
-def load_router(path: str | Path, encoder: Encoder | None = None) -> Router:
-    """A router saved with ``Router.save``; ``encoder`` shares an already-built one."""
-    router = _load_file(path)["router"]
+    router = load_router_file(path, trusted=trusted)
     if encoder is not None:
         router.set_encoder(encoder)
     return router
@@ -267,6 +252,7 @@ def load_router(path: str | Path, encoder: Encoder | None = None) -> Router:
 # Built-in routers by name, imported on first use so that `atlas route` never imports torch needlessly.
 _BUILTIN: dict[str, str] = {
     "atlas-cluster": "atlas_router.routers.cluster:ClusterRouter",
+    "atlas-cluster-paper": "atlas_router.routers.cluster:PaperClusterRouter",
     "random": "atlas_router.routers.baselines.simple:RandomRouter",
     "best-single": "atlas_router.routers.baselines.simple:BestSingleRouter",
     "oracle": "atlas_router.routers.baselines.oracle:OracleRouter",

@@ -15,6 +15,8 @@ from atlas_router.records.schema import query_key
 from atlas_router.records.store import RecordStore
 
 _SPLIT_SUFFIX = re.compile(r"[-_.](train|test|val|valid|validation|dev|eval)$", re.I)
+# Columns pandas writes for an index: to_csv() with its index ("Unnamed: 0"), reset_index() ("index", "level_0").
+_INDEX_COLUMN = re.compile(r"^(Unnamed: \d+(_level_\d+)?|index|level_\d+)$")
 
 
 class ImportFormatError(AtlasError):
@@ -118,6 +120,36 @@ def check_scores(values: pd.Series, what: str) -> pd.Series:
     if out_of_range.any():
         raise ImportFormatError(f"{what}: score {num[out_of_range].iloc[0]} is outside [0, 1]")
     return num.astype(float)
+
+
+def score_columns(df: pd.DataFrame, candidates: list[Any]) -> tuple[list[Any], list[str]]:
+    """(model score columns, notes) among ``candidates``: unnamed/index columns and columns with no numeric
+    cell are left out with a note; a column with some numbers and some text stays (``check_scores`` names
+    its bad cell)."""
+    models, unnamed, text = [], [], []
+    for col in candidates:
+        name = str(col)
+        if not name.strip() or _INDEX_COLUMN.match(name):
+            unnamed.append(name)
+        elif not _has_number(df[col]):
+            text.append(name)
+        else:
+            models.append(col)
+    notes = []
+    if unnamed:
+        notes.append(f"ignored unnamed column(s) {', '.join(map(repr, unnamed))} (a saved index, not a model)")
+    if text:
+        notes.append(f"ignored non-numeric column(s) {', '.join(map(repr, text[:8]))}"
+                     f"{' ...' if len(text) > 8 else ''} (no score values, not a model)")
+    return models, notes
+
+
+def _has_number(values: pd.Series) -> bool:
+    """Whether any non-blank cell is a score (a number or true/false); an all-blank column counts as one."""
+    cells = values[~values.map(is_blank)]
+    if cells.empty:
+        return True
+    return bool(pd.to_numeric(cells.map(_bool_to_num), errors="coerce").notna().any())
 
 
 def _bool_to_num(v: Any) -> Any:

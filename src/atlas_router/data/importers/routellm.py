@@ -1,7 +1,7 @@
 """Import RouteLLM response tables (lm-sys/RouteLLM ``routellm/evals/*/..._responses.csv``, MMLU per-domain CSVs).
 
 Layout: ``prompt``, one True/False correctness column per model, and optionally ``MODEL_response``
-with the model's full reply. Every (prompt, model) with a value becomes a record (tool "none", score
+with the model's full reply; index columns ("Unnamed: 0") and text columns are ignored with a note. Every (prompt, model) with a value becomes a record (tool "none", score
 1.0 or 0.0, the response when present); blank cells are skipped and counted. The benchmark is the file
 name without ``_responses`` (``gsm8k_responses.csv`` -> ``gsm8k``) unless one is given. No costs are
 published with these tables, so cost is NaN.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from atlas_router.data.importers.common import (
-    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, with_query_ids,
+    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, score_columns, with_query_ids,
 )
 from atlas_router.records.schema import SCHEMA_VERSION
 
@@ -33,8 +33,8 @@ def benchmark_from_name(path: Path) -> str:
     return stem.lower() or "routellm"
 
 
-def read_one(path: Path, benchmark: str | None = None) -> tuple[pd.DataFrame, int, list[str], int]:
-    """(records, prompts, models, blank cells) of one RouteLLM CSV."""
+def read_one(path: Path, benchmark: str | None = None) -> tuple[pd.DataFrame, int, list[str], int, list[str]]:
+    """(records, prompts, models, blank cells, notes) of one RouteLLM CSV."""
     if not path.is_file():
         raise ImportFormatError(f"{path}: RouteLLM file not found")
     try:
@@ -43,9 +43,11 @@ def read_one(path: Path, benchmark: str | None = None) -> tuple[pd.DataFrame, in
         raise ImportFormatError(f"{path}: cannot read CSV ({type(err).__name__}: {err})") from None
     if "prompt" not in df.columns:
         raise ImportFormatError(f"{path}: no 'prompt' column (columns: {', '.join(df.columns[:6])})")
-    models = [c for c in df.columns if c != "prompt" and not c.endswith(RESPONSE_SUFFIX)]
+    models, ignored = score_columns(df, [c for c in df.columns if c != "prompt" and not c.endswith(RESPONSE_SUFFIX)])
     if not models:
-        raise ImportFormatError(f"{path}: no per-model correctness columns besides 'prompt'")
+        raise ImportFormatError(f"{path}: no per-model correctness columns besides 'prompt'"
+                                + "".join(f"; {n}" for n in ignored))
+    notes = [f"{path}: {n}" for n in ignored]
     bench = benchmark or benchmark_from_name(path)
     parts, blank = [], 0
     for model in models:
@@ -67,22 +69,24 @@ def read_one(path: Path, benchmark: str | None = None) -> tuple[pd.DataFrame, in
     records["calls"] = 1
     records["source"] = "routellm"
     records["schema_version"] = SCHEMA_VERSION
-    return with_query_ids(records), len(df), models, blank
+    return with_query_ids(records), len(df), models, blank, notes
 
 
 def read_routellm(paths: Sequence[str | Path], benchmark: str | None = None) -> ImportResult:
     """Records from one or more RouteLLM CSV files (their counts add up)."""
     if not paths:
         raise ImportFormatError("give at least one RouteLLM CSV file")
-    frames, queries, models, blank = [], 0, {}, 0
+    frames, queries, models, blank, notes = [], 0, {}, 0, []
     for p in paths:
-        records, n_prompts, names, n_blank = read_one(Path(p), benchmark)
+        records, n_prompts, names, n_blank, file_notes = read_one(Path(p), benchmark)
+        notes += file_notes
         frames.append(records)
         queries += n_prompts
         blank += n_blank
         models.update(dict.fromkeys(names))
     records = pd.concat(frames, ignore_index=True)
     dupes = int(records.duplicated(["query_id", "model", "tool"]).sum())
-    notes = [f"records repeating an earlier (prompt, model) (kept once): {dupes}"] if dupes else []
+    if dupes:
+        notes.append(f"records repeating an earlier (prompt, model) (kept once): {dupes}")
     return ImportResult("routellm", [str(p) for p in paths], records, queries=queries, models=list(models),
                         skipped_blank=blank, notes=notes)

@@ -1,12 +1,14 @@
 """Import RouterBench tables (withmartian/routerbench ``routerbench_0shot.pkl`` / ``routerbench_5shot.pkl``,
-or the same table as CSV).
+or the same table as CSV or Parquet).
 
 Layout: one row per prompt with ``sample_id``, ``prompt``, ``eval_name``, one score column per model,
 ``MODEL|model_response``, ``MODEL|total_cost`` and ``oracle_model_to_route_to``. Every (prompt, model)
 with a score becomes a record (tool "none") with that model's response and total cost; a blank score
-cell is skipped and counted. The benchmark is ``eval_name``.
+cell is skipped and counted. The benchmark is ``eval_name``. Columns pandas adds for an index
+("Unnamed: 0") and text columns are ignored with a note.
 
-Pickle files can run code when loaded: only import tables from a source you trust.
+Pickle files can run code when loaded, so a ``.pkl`` table is read only with ``trust_pickle=True``
+(``--trust-pickle``); convert it once to Parquet or CSV to share it.
 """
 
 from __future__ import annotations
@@ -18,25 +20,30 @@ from typing import Any
 import pandas as pd
 
 from atlas_router.data.importers.common import (
-    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, split_from_name, with_query_ids,
+    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, score_columns, split_from_name, with_query_ids,
 )
 from atlas_router.records.schema import SCHEMA_VERSION
 
 FIXED_COLUMNS = ("sample_id", "prompt", "eval_name", "oracle_model_to_route_to")
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A RouterBench table from .pkl/.pickle (a pandas DataFrame) or .csv."""
+def read_table(path: Path, trust_pickle: bool = False) -> pd.DataFrame:
+    """A RouterBench table from .csv, .parquet or, when trusted, .pkl/.pickle (a pandas DataFrame)."""
     if not path.is_file():
         raise ImportFormatError(f"{path}: RouterBench file not found")
     suffix = path.suffix.lower()
+    if suffix in (".pkl", ".pickle") and not trust_pickle:
+        raise ImportFormatError(f"{path}: a pickle can run code when loaded; import it only if you trust its source "
+                                "(--trust-pickle), or convert it to .parquet/.csv first")
     try:
         if suffix in (".pkl", ".pickle"):
             df = pd.read_pickle(path)
         elif suffix == ".csv":
             df = pd.read_csv(path)
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
         else:
-            raise ImportFormatError(f"{path}: expected a .pkl or .csv RouterBench table, got '{suffix}'")
+            raise ImportFormatError(f"{path}: expected a .csv, .parquet or .pkl RouterBench table, got '{suffix}'")
     except ImportFormatError:
         raise
     except Exception as err:  # unpickling and CSV parsing fail in many ways; all mean "not this format"
@@ -48,9 +55,9 @@ def read_table(path: Path) -> pd.DataFrame:
     return df
 
 
-def model_columns(df: pd.DataFrame) -> list[str]:
-    """Score columns: everything that is neither a fixed column nor a ``MODEL|...`` column."""
-    return [c for c in df.columns if c not in FIXED_COLUMNS and "|" not in str(c)]
+def model_columns(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(score columns, notes): columns that are neither fixed nor ``MODEL|...``, less index and text columns."""
+    return score_columns(df, [c for c in df.columns if c not in FIXED_COLUMNS and "|" not in str(c)])
 
 
 def _prompt_text(value: Any) -> str:
@@ -59,12 +66,14 @@ def _prompt_text(value: Any) -> str:
     return "" if is_blank(value) else str(value)
 
 
-def read_one(path: Path) -> tuple[pd.DataFrame, int, list[str], int]:
-    """(records, prompts, models, blank cells) of one table."""
-    df = read_table(path)
-    models = model_columns(df)
+def read_one(path: Path, trust_pickle: bool = False) -> tuple[pd.DataFrame, int, list[str], int, list[str]]:
+    """(records, prompts, models, blank cells, notes) of one table."""
+    df = read_table(path, trust_pickle)
+    models, ignored = model_columns(df)
     if not models:
-        raise ImportFormatError(f"{path}: no model score columns besides {', '.join(FIXED_COLUMNS)}")
+        raise ImportFormatError(f"{path}: no model score columns besides {', '.join(FIXED_COLUMNS)}"
+                                + "".join(f"; {n}" for n in ignored))
+    notes = [f"{path}: {n}" for n in ignored]
     fallback_bench = split_from_name(path)[0] or "routerbench"
     benchmark = (df["eval_name"].map(lambda v: fallback_bench if is_blank(v) else str(v))
                  if "eval_name" in df.columns else pd.Series(fallback_bench, index=df.index))
@@ -93,22 +102,24 @@ def read_one(path: Path) -> tuple[pd.DataFrame, int, list[str], int]:
     records["schema_version"] = SCHEMA_VERSION
     domains = {b: domain_of(b) for b in records["benchmark"].unique()}
     records["domain"] = records["benchmark"].map(domains)
-    return with_query_ids(records), len(df), [str(m) for m in models], blank
+    return with_query_ids(records), len(df), [str(m) for m in models], blank, notes
 
 
-def read_routerbench(paths: Sequence[str | Path]) -> ImportResult:
-    """Records from one or more RouterBench tables (their counts add up)."""
+def read_routerbench(paths: Sequence[str | Path], trust_pickle: bool = False) -> ImportResult:
+    """Records from one or more RouterBench tables (their counts add up); pickles only when trusted."""
     if not paths:
         raise ImportFormatError("give at least one RouterBench file")
-    frames, queries, models, blank = [], 0, {}, 0
+    frames, queries, models, blank, notes = [], 0, {}, 0, []
     for p in paths:
-        records, n_prompts, names, n_blank = read_one(Path(p))
+        records, n_prompts, names, n_blank, file_notes = read_one(Path(p), trust_pickle)
+        notes += file_notes
         frames.append(records)
         queries += n_prompts
         blank += n_blank
         models.update(dict.fromkeys(names))
     records = pd.concat(frames, ignore_index=True)
     dupes = int(records.duplicated(["query_id", "model", "tool"]).sum())
-    notes = [f"records repeating an earlier (prompt, model) of the same eval (kept once): {dupes}"] if dupes else []
+    if dupes:
+        notes.append(f"records repeating an earlier (prompt, model) of the same eval (kept once): {dupes}")
     return ImportResult("routerbench", [str(p) for p in paths], records, queries=queries, models=list(models),
                         skipped_blank=blank, notes=notes)
