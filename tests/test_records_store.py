@@ -219,6 +219,11 @@ def test_truncated_part_is_one_line_everywhere_and_repair_keeps_the_other_parts(
     line = _one_line(_atlas("records", "show", str(d)))
     assert bad.name in line and "atlas records repair" in line
     assert bad.name in _one_line(_atlas("fit", "--records", str(d), "--out", str(tmp_path / "r.atlas")))
+    questions = tmp_path / "gsm8k.jsonl"
+    questions.write_text('{"question": "What is 2+3?", "answer": "#### 5"}\n')
+    resume = _atlas("collect", "--benchmark", "gsm8k", "--path", str(questions), "--out", str(d), "--limit", "1")
+    assert bad.name in _one_line(resume)  # resuming reads the store's keys first; nothing was run or written
+    assert len(list(d.glob("part-*.parquet"))) == 3
 
     proc = _atlas("records", "repair", str(d), "--json")
     assert proc.returncode == 0, proc.stderr

@@ -207,6 +207,15 @@ def test_crafted_zips_get_one_line_errors_and_run_nothing(cluster_file, tmp_path
     (tmp_path / "garbage.atlas").write_bytes(b"not a router")
     with pytest.raises(RouterFileError, match="not a readable router file"):
         load_router(tmp_path / "garbage.atlas")
+    raw = bytearray(good.read_bytes())
+    with zipfile.ZipFile(good) as zf:
+        info = max(zf.infolist(), key=lambda i: i.compress_size)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for k in range(start + 10, start + 30):
+        raw[k] ^= 0xFF  # garble the largest member's data: its CRC no longer matches
+    (tmp_path / "garbled.atlas").write_bytes(bytes(raw))
+    with pytest.raises(RouterFileError, match="damaged router file"):
+        load_router(tmp_path / "garbled.atlas")
     (tmp_path / "truncated.atlas").write_bytes(good.read_bytes()[:200])
     one_line_error(atlas("route", "--router", str(tmp_path / "truncated.atlas"), "What is 2+2?"))
     assert not marker.exists()

@@ -196,8 +196,10 @@ class RecordStore:
             raise RecordStoreError(f"{self.path}: not an atlas records store (meta.json has no format '{FORMAT_NAME}')")
         version = meta.get("schema_version")
         if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
             raise RecordStoreError(
                 f"{self.path}: records schema version {version}, this atlas-router reads version {SCHEMA_VERSION}"
+                + ("; upgrade atlas-router to read it" if newer else "")
             )
         return meta
 

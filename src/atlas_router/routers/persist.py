@@ -36,6 +36,7 @@ import math
 import os
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ STATE = "state.json"
 TENSORS = "tensors.safetensors"
 TAG = "__atlas__"
 MAX_JSON_BYTES = 256 << 20
+MAX_FILE_BYTES = 8 << 30  # unpacked size: a zip bomb is refused before anything is read
 MAX_DEPTH = 64
 
 #: scikit-learn and numpy types skops may build from a router file (what the shipped routers use).
@@ -464,12 +466,23 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 def load_router_file(path: str | Path, trusted: bool = False) -> "Router":
     """A router from a data-only file; a version 1 pickle only with ``trusted=True`` (it can run code)."""
-    from atlas_router.routers.base import Router, router_class, router_names
-
     p = _check_path(path)
     if trusted and _sniff(p) == "pickle":
         return _load_legacy(p)
+    try:
+        return _load_zip(p)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # a member cut short or garbled (CRC)
+        raise RouterFileError(f"{p}: damaged router file ({type(err).__name__}: {err})") from None
+
+
+def _load_zip(p: Path) -> "Router":
+    from atlas_router.routers.base import Router, router_class, router_names
+
     with _open(p) as zf:
+        total = sum(info.file_size for info in zf.infolist())
+        if total > MAX_FILE_BYTES:
+            raise RouterFileError(f"{p}: router file unpacks to {total >> 20} MiB, more than the "
+                                  f"{MAX_FILE_BYTES >> 30} GiB a router file may hold; not loaded")
         manifest = _checked_manifest(zf, p)
         state = _read_json(zf, STATE, p)
         if not isinstance(state, dict):
