@@ -1,0 +1,94 @@
+"""The Python API in five calls: ``fit``, ``route``, ``answer``, ``save``, ``load`` (docs/api.md shows each).
+
+Thin on purpose: each call is the command line's own code path (``atlas fit``, ``atlas route``,
+``atlas ask``), so a script and the CLI give the same results. Records are a pandas DataFrame in the
+record schema (``records.schema``) or a record store directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atlas_router.errors import AtlasError
+from atlas_router.execution.record import PairRecord
+from atlas_router.pool.pool import Pool
+from atlas_router.routers.base import Decision, Router, load_router, make_router
+from atlas_router.routers.encoders import Encoder, build_encoder
+
+ALIASES = {"cluster": "atlas-cluster"}
+
+
+def read_records(records: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
+    """Records from a DataFrame (checked against the schema) or a record store directory."""
+    from atlas_router.records.store import RecordStore, normalize
+
+    if isinstance(records, pd.DataFrame):
+        return normalize(records)
+    path = Path(records).expanduser()
+    if not path.is_dir():
+        raise AtlasError(f"records directory not found: {path}")
+    return RecordStore(path).load()
+
+
+def fit(records: pd.DataFrame | str | os.PathLike[str], router: str = "atlas-cluster",
+        encoder: Encoder | str | None = None, **settings: Any) -> Router:
+    """A router (registry name, e.g. atlas-cluster, knn, best-single) fitted on ``records``.
+
+    ``encoder`` is an Encoder or a spec (``hashing``, ``sentence-transformers``, ``openai:MODEL@URL``);
+    ``settings`` go to the router (alpha, k, seed, ...)."""
+    r = make_router(ALIASES.get(router, router), **settings)
+    df = read_records(records)
+    if df.empty:
+        raise AtlasError("no records to fit on")
+    enc = encoder if isinstance(encoder, Encoder) or encoder is None else build_encoder(encoder)
+    return r.fit(df, enc if r.uses_encoder else None)
+
+
+def route(router: Router | str | os.PathLike[str], question: str, alpha: float | None = None) -> Decision:
+    """The (model, tool) pair ``router`` (fitted, or a router file) picks for ``question``, with its reasons."""
+    r = router if isinstance(router, Router) else load(router)
+    return r.route([question], alpha=alpha)[0]
+
+
+async def answer_async(question: str, router: Router | str | os.PathLike[str] | None = None,
+                       pool: Pool | str | os.PathLike[str] | None = None, alpha: float | None = None,
+                       model: str | None = None, tool: str = "none") -> PairRecord:
+    """Route ``question`` (or take ``model``/``tool``) and run that pair of ``pool``; the record says what
+    happened (``answer``, ``response``, ``cost``, ``error``)."""
+    the_pool = pool if isinstance(pool, Pool) else Pool.load(pool)
+    if router is not None:
+        if model is not None:
+            raise AtlasError("give a router or a model, not both")
+        decision = route(router, question, alpha)
+        model, tool = decision.model, decision.tool
+    from atlas_router.execution.runner import run_pair
+
+    try:
+        return await run_pair(the_pool, model or the_pool.config.models[0].name, tool, question)
+    finally:
+        await the_pool.aclose()
+
+
+def answer(question: str, router: Router | str | os.PathLike[str] | None = None,
+           pool: Pool | str | os.PathLike[str] | None = None, alpha: float | None = None,
+           model: str | None = None, tool: str = "none") -> PairRecord:
+    """``answer_async`` from synchronous code (not from inside a running event loop)."""
+    return asyncio.run(answer_async(question, router, pool, alpha, model, tool))
+
+
+def save(router: Router, path: str | os.PathLike[str]) -> Path:
+    """Write a fitted router and its manifest to one file."""
+    return router.save(path)
+
+
+def load(path: str | os.PathLike[str], encoder: Encoder | None = None) -> Router:
+    """A router written by ``save`` or ``atlas fit``."""
+    return load_router(path, encoder)
+
+
+__all__ = ["answer", "answer_async", "fit", "load", "read_records", "route", "save"]
