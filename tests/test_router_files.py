@@ -252,3 +252,44 @@ def test_unsavable_state_is_refused_at_save_time(split, encoder, tmp_path):
     finally:
         router.handle_.close()
     assert not (tmp_path / "r.atlas").exists()
+
+
+def test_gateway_keeps_serving_when_a_reload_meets_a_crafted_file(tmp_path, monkeypatch):
+    """`atlas serve` refuses a crafted file at start in one line; /admin/reload refuses it with 400 and keeps
+    the router it had; the payload never runs."""
+    import httpx
+    import pandas as pd
+
+    from atlas_router.serve.auth import KeyRing
+    from atlas_router.serve.gateway import create_gateway_app
+    from atlas_router.serve.settings import GatewaySettings
+    from support.gateway_helpers import http_pool
+    from support.servers import running_server
+    from support.stub_upstream import create_stub_upstream
+
+    monkeypatch.setenv("ATLAS_EMBED_CACHE_DIR", str(tmp_path / "embed-cache"))
+    rows = [{"query_id": f"{b}{i}", "query": f"{b} question number {i}", "benchmark": b, "model": m, "tool": "none",
+             "score": float(b == "arith" or m == "strong"), "cost": c}
+            for b in ("arith", "hist") for i in range(10) for m, c in (("cheap", 0.001), ("strong", 0.01))]
+    router = make_router("atlas-cluster", k=2, alpha=0.2).fit(pd.DataFrame(rows), build_encoder("hashing:256",
+                                                                                                cache=False))
+    path = router.save(tmp_path / "router.atlas")
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.atlas"
+    crafted.write_bytes(pickle.dumps(Payload(marker)))
+    served = atlas("serve", "--router", str(crafted), "--port", "1")
+    errors = [ln for ln in served.stderr.splitlines() if not ln.startswith('{"ts"')]  # JSON log lines aside
+    assert served.returncode == 2 and len(errors) == 1 and "can run code" in errors[0], served.stderr
+
+    with running_server(create_stub_upstream()) as up:
+        routers, loaders = load_routers([path])
+        app = create_gateway_app(http_pool(up, ["cheap", "strong"]), routers=routers, router_loaders=loaders,
+                                 settings=GatewaySettings(), keys=KeyRing())
+        with running_server(app) as gw:
+            path.write_bytes(crafted.read_bytes())  # the operator's file is swapped for a payload
+            r = httpx.post(f"{gw}/admin/reload", timeout=60)
+            assert r.status_code == 400 and "can run code" in r.text and "still serving" in r.text
+            ok = httpx.post(f"{gw}/v1/chat/completions", timeout=30,
+                            json={"model": "atlas", "messages": [{"role": "user", "content": "arith question 3"}]})
+            assert ok.status_code == 200 and ok.json()["atlas"]["router"] == "atlas-cluster"
+    assert not marker.exists()
