@@ -581,7 +581,7 @@ def main() -> None:
         layers["namespaces"] = "off"
     layers.setdefault("filesystem", "host")
     layers["disk_quota"] = f"{job['disk_mb']} MB tmpfs" if private_root else "unavailable (no private root)"
-    if not private_root and uid is not None:  # the host's Python may sit in a folder only root can enter
+    if host_root and not private_root:  # the host's Python may sit in a folder only root can enter
         uid = gid = None
         layers["uid"] = "unavailable (no private root: uid 0 without capabilities)"
     label = drop_privileges(uid, gid)
