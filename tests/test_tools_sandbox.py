@@ -6,7 +6,10 @@ audit hook off to show the kernel layers (namespaces, Landlock, seccomp) refuse 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -245,3 +248,69 @@ def test_exit_statuses():
     assert r.error_kind == "exit" and r.error == "exited with status 1: bad input"
     r = run_python("import os\nos._exit(4)", FAST)
     assert not r.ok and r.exit_code == 4
+
+
+# --- when the kernel refuses a layer ----------------------------------------------------------------
+
+_WITHOUT_NAMESPACES = r'''
+import errno, json, logging, os, subprocess, sys
+import pyseccomp as sc
+f = sc.SyscallFilter(defaction=sc.ALLOW)
+f.add_rule(sc.ERRNO(errno.EPERM), "unshare")  # a kernel (or container) that refuses namespaces
+f.load()
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from atlas_router.tools.sandbox import SandboxLimits, run_python
+canary = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+secret = sys.argv[1]
+probe = (f"import os\nprint('ran', os.getpid() != 1)\n"
+         f"for attempt in (lambda: os.kill({canary.pid}, 9), lambda: open({secret!r}).read()):\n"
+         f"    try:\n        print('ESCAPED', attempt())\n    except OSError as e:\n        print('refused', e.errno)\n")
+degraded = run_python(probe, SandboxLimits(timeout_s=5, audit_hook=False))
+strict = run_python("print('ran')", SandboxLimits(timeout_s=5, require_all_layers=True))
+alive = canary.poll() is None
+canary.kill()
+print(json.dumps({"degraded": degraded.to_dict(), "strict": strict.to_dict(), "canary_alive": alive}))
+'''
+
+
+def test_a_refused_layer_is_reported_loudly_and_can_be_required(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("token")
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_NAMESPACES, str(secret)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout.splitlines()[-1])
+    degraded, strict = data["degraded"], data["strict"]
+    # the run goes on without the namespaces, says so in the result and in a warning...
+    assert degraded["ok"] and degraded["layers"]["namespaces"].startswith("unavailable")
+    assert degraded["layers"]["uid"].startswith("unavailable") and degraded["layers"]["disk_quota"].startswith("unavailable")
+    assert "sandbox runs WITHOUT these kernel layers" in out.stderr and "namespaces" in out.stderr
+    # ...and the remaining kernel layers still refuse a signal to a host process and reading a secret
+    assert degraded["stdout"].splitlines() == ["ran True", "refused 1", "refused 13"]
+    assert data["canary_alive"]
+    # with every layer required, the code never runs
+    assert not strict["ok"] and strict["error_kind"] == "sandbox" and strict["stdout"] == ""
+    assert "namespaces" in strict["error"]
+
+
+def test_require_all_layers_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ATLAS_SANDBOX_REQUIRE_ALL_LAYERS", "1")
+    limits = SandboxLimits(timeout_s=5)
+    assert limits.require_all_layers
+    assert run_python("print('ran')", limits).ok  # this machine grants every layer
+    r = run_python("print('ran')", SandboxLimits(timeout_s=5, landlock=False))  # a layer switched off
+    assert r.error_kind == "sandbox" and "landlock" in r.error and r.stdout == ""
+
+
+def test_disk_quota_and_memory_peak_are_reported():
+    r = run_python("open('a.bin', 'wb').write(b'x' * (6 << 20))", SandboxLimits(timeout_s=5, disk_mb=4, file_mb=16))
+    assert r.error_kind == "exception" and "No space left on device" in r.error
+    assert r.memory_peak_mb is not None and 0 < r.memory_peak_mb <= 512
+
+
+def test_the_package_and_project_tree_are_not_importable_but_numpy_is():
+    r = run_python("import sys\ntry:\n    import atlas_router\nexcept ImportError as e:\n    print('no', type(e).__name__)\n"
+                   "print([p for p in sys.path if p.endswith('/src')])\nimport numpy\nprint(numpy.ones(3).sum())",
+                   SandboxLimits(timeout_s=20))
+    assert r.ok, r.error
+    assert r.stdout.split("\n")[:3] == ["no ModuleNotFoundError", "[]", "3.0"]

@@ -26,7 +26,7 @@ def extract_code(text: str) -> str | None:
 
 class PythonCodeTool(Tool):
     """Runs model-written Python in the sandbox with the pool's limits (settings: timeout_s, memory_mb,
-    max_output_bytes, file_mb)."""
+    max_output_bytes, file_mb, disk_mb, require_all_layers)."""
 
     kind = "python_code"
     mode = "loop"
@@ -34,7 +34,8 @@ class PythonCodeTool(Tool):
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
-        reject_unknown(self.settings, ("timeout_s", "memory_mb", "max_output_bytes", "file_mb"))
+        reject_unknown(self.settings, ("timeout_s", "memory_mb", "max_output_bytes", "file_mb", "disk_mb",
+                                       "require_all_layers"))
         self.limits = SandboxLimits.from_settings(self.settings)
 
     def usage(self) -> str:
@@ -50,7 +51,10 @@ class PythonCodeTool(Tool):
         return extract_code(text)
 
     def demonstration(self) -> list[dict[str, str]]:
-        return self.worked_example("What is 23 * 19?", "```python\nprint(23 * 19)\n```", "437", "437")
+        return [*self.worked_example("What is the sum of the whole numbers from 1 to 40?",
+                                     "```python\nprint(sum(range(1, 41)))\n```", "820", "820"),
+                *self.worked_example("Reverse the string 'lemon'.", "```python\nprint('lemon'[::-1])\n```",
+                                     "nomel", "nomel")]
 
     async def _run(self, tool_input: str, context: ToolContext) -> ToolResult:
         result = await arun_python(tool_input, self.limits)

@@ -257,6 +257,7 @@ def _classify(limits: SandboxLimits, stop: str | None, returncode: int | None, r
 
 
 def _degraded(layers: Mapping[str, str]) -> list[str]:
+    """Kernel layers the kernel refused (the caller's own switches are not warned about)."""
     return sorted(k for k, v in layers.items() if str(v).startswith("unavailable") or "(no signal scope" in str(v))
 
 
@@ -271,11 +272,13 @@ def _warn_degraded(layers: Mapping[str, str]) -> None:
                     "; ".join(f"{k}: {layers[k]}" for k in missing))
 
 
-def _seccomp_bytes(limits: SandboxLimits, memfd: bool) -> bytes:
+def _seccomp_bytes(limits: SandboxLimits, memfd: bool, self_pid: int | None) -> bytes:
+    """The BPF program for a child that is PID 1 of its namespace (``self_pid=1``: it may signal itself),
+    or one that may not signal at all (no PID namespace: pid 1 would be the host's init)."""
     if not limits.seccomp:
         return b""
     try:
-        return seccomp_program(1 if limits.namespaces else None, memfd)
+        return seccomp_program(self_pid, memfd)
     except Exception as err:  # libseccomp missing: the child reports the layer as unavailable
         log.warning("cannot build the sandbox's seccomp filter: %s", err)
         return b""
@@ -307,7 +310,8 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
                "file_mb": limits.file_mb, "disk_mb": limits.disk_mb, "namespaces": limits.namespaces,
                "landlock": limits.landlock, "seccomp": limits.seccomp, "audit_hook": limits.audit_hook,
                "require_all_layers": limits.require_all_layers, "files": job_files,
-               "seccomp_bpf": _seccomp_bytes(limits, memfd=cg is not None),
+               "seccomp_bpf": _seccomp_bytes(limits, cg is not None, 1),
+               "seccomp_bpf_no_pid_ns": _seccomp_bytes(limits, cg is not None, None),
                "cgroup_procs": cg.procs if cg else None, "cgroup_version": cg.version if cg else None,
                "cgroup_reason": None if cg else (group if group == "off" else f"unavailable ({group})")}
         with tempfile.TemporaryFile() as stdin_file, _job_handle(job) as job_file:

@@ -595,7 +595,10 @@ def main() -> None:
             layers["landlock"] += " (no signal scope: needs ABI 6)"
     else:
         layers["landlock"] = "off"
-    layers["seccomp"] = seccomp(job.get("seccomp_bpf", b"")) if job.get("seccomp", True) else "off"
+    if job.get("seccomp", True):  # PID 1 of its own namespace may signal itself; otherwise nobody
+        layers["seccomp"] = seccomp(job["seccomp_bpf"] if os.getpid() == 1 else job["seccomp_bpf_no_pid_ns"])
+    else:
+        layers["seccomp"] = "off"
     # Everything the user's program sees: scratch as cwd, home, temp dir (tempfile reads TMPDIR) and first
     # import path.
     os.environ["HOME"] = os.environ["TMPDIR"] = scratch
@@ -604,7 +607,8 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="backslashreplace")
     report_file = os.fdopen(report_fd, "w", encoding="utf-8")
-    missing = sorted(k for k, v in layers.items() if v.startswith("unavailable") or "(no signal scope" in v)
+    # Required: every kernel layer, whether the kernel refused it or the caller switched it off.
+    missing = sorted(k for k, v in layers.items() if v.startswith(("unavailable", "off")) or "(no signal scope" in v)
     if job.get("require_all_layers") and missing:
         _send(report_file, {"layers": layers, "refused": missing})
         os._exit(REFUSED_EXIT)
