@@ -28,7 +28,7 @@ from atlas_router.serve.loaders import load_routers
 from support.routing_data import synthetic_records
 
 # bert fine-tunes MiniLM (minutes on a CPU): its save/load is covered in test_routing_baselines.py
-CHEAP = ["atlas-cluster", "random", "best-single", "oracle", "knn", "mlp", "routerdc", "zero-shot", "few-shot"]
+SLOW = {"bert"}
 
 
 class Payload:
@@ -96,9 +96,11 @@ def same(a, b, where="state") -> None:
 
 def test_every_router_round_trips_with_its_state_and_decisions(split, encoder, cluster_file, tmp_path):
     train, test = split
-    assert set(CHEAP) | {"bert"} == set(router_names())  # a new router must be added here
     qs = test["query"].unique()[:15].tolist()
-    for name in CHEAP:
+    names = [n for n in router_names() if n not in SLOW]  # every registered router, new ones included
+    assert {"atlas-cluster", "random", "best-single", "oracle", "knn", "mlp", "routerdc", "zero-shot",
+            "few-shot"} <= set(names)
+    for name in names:
         if name == "atlas-cluster":
             router = cluster_file[0]
         else:

@@ -59,23 +59,11 @@ MAX_JSON_BYTES = 256 << 20
 MAX_FILE_BYTES = 8 << 30  # unpacked size: a zip bomb is refused before anything is read
 MAX_DEPTH = 64
 
-#: scikit-learn and numpy types skops may build from a router file (what the shipped routers use).
+#: types skops may build beyond its own defaults (scikit-learn estimators, numpy and builtin containers):
+#: what the shipped routers need (the MLP baseline keeps its optimizer state), nothing that can call code.
 TRUSTED_SKLEARN = frozenset({
-    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-    "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-    "sklearn.preprocessing._label.LabelBinarizer",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.linear_model._ridge.Ridge",
-    "sklearn.cluster._kmeans.KMeans",
-    "sklearn.neighbors._classification.KNeighborsClassifier",
-    "sklearn.discriminant_analysis.LinearDiscriminantAnalysis",
-    "sklearn.utils._bunch.Bunch",
-    "numpy.random._mt19937.MT19937",
-    "numpy.random.mtrand.RandomState",
-    "numpy.random._pickle.__randomstate_ctor",
-    "builtins.slice",
 })
 
 #: plain-data classes a router attribute may hold: name in the file -> "module:attribute".
