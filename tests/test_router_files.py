@@ -178,6 +178,8 @@ def test_crafted_zips_get_one_line_errors_and_run_nothing(cluster_file, tmp_path
     untrusted_est = sio.dumps(Pipeline([("f", FunctionTransformer(os.system))]))
     cases = {
         "not-json": ({"manifest.json": "{not json"}, "not valid JSON"),
+        "deep-json": ({"state.json": "[" * 200_000 + "]" * 200_000}, "not valid JSON"),
+        "deep-tree": ({"state.json": with_attr("x_", json.loads("[" * 100 + "]" * 100))}, "nested deeper"),
         "foreign-format": ({"manifest.json": with_manifest(format="pickle")}, "not an atlas router file"),
         "newer-version": ({"manifest.json": with_manifest(format_version=FILE_VERSION + 1)},
                           f"reads versions up to {FILE_VERSION}: upgrade"),

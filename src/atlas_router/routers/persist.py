@@ -411,7 +411,7 @@ def _read_json(zf: zipfile.ZipFile, name: str, p: Path) -> Any:
         raise RouterFileError(f"{p}: {name} is larger than {MAX_JSON_BYTES >> 20} MiB")
     try:
         return json.loads(zf.read(name).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError, zipfile.BadZipFile, OSError) as err:
         raise RouterFileError(f"{p}: {name} is not valid JSON ({type(err).__name__})") from None
 
 
