@@ -1,7 +1,7 @@
 """Build the gateway's routers from saved router files; the same loaders run again on reload.
 
-A router file is a joblib pickle (``atlas_router.routers.base``): the gateway loads only the files its
-operator names on the command line, never anything a request sends.
+A router file is data only (``atlas_router.routers.persist``: loading one runs none of its code); the
+gateway loads only the files its operator names on the command line, never anything a request sends.
 """
 
 from __future__ import annotations
