@@ -26,7 +26,7 @@ def _is_loopback(host: str) -> bool:
 def serve(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
     router: Optional[list[str]] = typer.Option(
-        None, "--router", help="A saved router file (trusted: it is a pickle); repeat for several. A cluster "
+        None, "--router", help="A saved router file (data only, runs no code); repeat for several. A cluster "
         "router answers to atlas-cluster, a hybrid to atlas-hybrid, ...; 'atlas' takes the best one loaded."),
     policy: Optional[str] = typer.Option(None, "--policy", help="A trained RL policy directory: served as "
                                          "atlas-rl, and with a cluster router as atlas-hybrid."),
