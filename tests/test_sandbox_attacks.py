@@ -345,6 +345,11 @@ def _probes() -> list[Probe]:
               "    except OSError:\n        pass\nraise RuntimeError('tests failed')",
               check=lambda r: (not r.ok and r.error_kind != "sandbox") or pytest.fail(str(r)),
               expect_refused_marker=False),
+        Probe("inherited_descriptors_fork_server_socket",
+              "import stat\nfor name in os.listdir('/proc/self/fd'):\n    fd = int(name)\n    try:\n"
+              "        mode = os.fstat(fd).st_mode\n    except OSError:\n        continue\n"
+              "    print(fd, stat.S_IFMT(mode))\n    if stat.S_ISSOCK(mode):\n        ESCAPES.append(f'socket fd {fd}')\n"
+              "    if fd > 2 and stat.S_ISREG(mode):\n        ESCAPES.append(f'file fd {fd}')\ndone()"),
         # --- network and sockets -------------------------------------------------------------------------------
         Probe("tcp_connect_host_server",
               "attempt('tcp', lambda: socket.create_connection(('127.0.0.1', @PORT@), timeout=2))\n"

@@ -20,26 +20,35 @@ from atlas_router.config import ToolSpec
 from atlas_router.errors import ConfigError
 from atlas_router.tools.python_code import PythonCodeTool, extract_code
 from atlas_router.tools.registry import build_tool
+from atlas_router.tools import sandbox_forkserver
 from atlas_router.tools.sandbox import SandboxLimits, run_python
 
 FAST = SandboxLimits(timeout_s=2)
 KERNEL_ONLY = SandboxLimits(timeout_s=2, audit_hook=False)
 
 
-def _children() -> set[int]:
-    """Direct children of this test process: a sandbox must leave none behind."""
+def _children(pid: int) -> set[int]:
     found: set[int] = set()
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    for task in Path(f"/proc/{pid}/task").iterdir():
         text = (task / "children").read_text().split()
-        found.update(int(pid) for pid in text)
+        found.update(int(child) for child in text)
     return found
 
 
 @pytest.fixture(autouse=True)
 def no_leftover_processes():
-    before = _children()
+    """A sandbox must leave no process behind: none of this test process (except the one warm fork
+    server) and none under the fork server."""
+    before = _children(os.getpid())
     yield
-    assert _children() - before == set()
+    server = sandbox_forkserver._server
+    server_pid = {server.proc.pid} if server is not None and server.proc.poll() is None else set()
+    assert _children(os.getpid()) - before - server_pid == set()
+    for pid in server_pid:
+        deadline = time.monotonic() + 2  # the server reaps asynchronously
+        while _children(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _children(pid) == set()
 
 
 def test_success_returns_stdout_and_all_layers_are_active_here():
@@ -259,6 +268,7 @@ f = sc.SyscallFilter(defaction=sc.ALLOW)
 f.add_rule(sc.ERRNO(errno.EPERM), "unshare")  # a kernel (or container) that refuses namespaces
 f.load()
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+from atlas_router.tools import sandbox_forkserver
 from atlas_router.tools.sandbox import SandboxLimits, run_python
 canary = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 secret = sys.argv[1]

@@ -1,7 +1,8 @@
 """Run untrusted Python (model-written code, benchmark tests) in a locked-down child process.
 
-``run_python(code, limits)`` starts ``sys.executable -I -B sandbox_bootstrap.py`` with a cleared
-environment, in its own session, hands it the job on an unlinked file, and reads its output with a cap.
+``run_python(code, limits)`` asks the sandbox fork server (one warm ``sandbox_bootstrap`` process per
+parent process, started with a cleared environment in its own session) for a fresh child, hands it the job
+on an unlinked file and pipes for its output, and reads the output with a cap.
 The child locks itself down with the kernel before running the code (a memory cgroup, PID/mount/net/IPC
 namespaces, a private read-only root with a size-limited scratch tmpfs, its own uid, Landlock, a seccomp
 allow-list: see ``sandbox_bootstrap``). This side enforces the wall-clock limit and the output cap by
@@ -25,7 +26,6 @@ import selectors
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from atlas_router.tools.sandbox_cgroup import MemoryCgroup
+from atlas_router.tools.sandbox_forkserver import get_server
 from atlas_router.tools.sandbox_policy import seccomp_program
 
 BOOTSTRAP = Path(__file__).with_name("sandbox_bootstrap.py")
@@ -144,9 +145,9 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, onerror=retry)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(pid: int) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -154,14 +155,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 class _Reader:
     """Reads stdout, stderr and the report pipe together, stopping at the deadline or the output cap."""
 
-    def __init__(self, proc: subprocess.Popen, report_fd: int, cap: int) -> None:
-        self.proc, self.cap = proc, cap
+    def __init__(self, out_fd: int, err_fd: int, report_fd: int, cap: int) -> None:
+        self.cap = cap
         self.out, self.err, self.report = bytearray(), bytearray(), bytearray()
         self.total = 0
         self.sel = selectors.DefaultSelector()
-        assert proc.stdout is not None and proc.stderr is not None
-        self.sel.register(proc.stdout.fileno(), selectors.EVENT_READ, self.out)
-        self.sel.register(proc.stderr.fileno(), selectors.EVENT_READ, self.err)
+        self.sel.register(out_fd, selectors.EVENT_READ, self.out)
+        self.sel.register(err_fd, selectors.EVENT_READ, self.err)
         self.sel.register(report_fd, selectors.EVENT_READ, self.report)
 
     def pump(self, deadline: float) -> str | None:
@@ -292,6 +292,32 @@ def _job_handle(job: dict[str, Any]):
     return handle
 
 
+def _execute(stdin_fd: int, job_fd: int, limits: SandboxLimits, start: float) -> tuple[_Reader, str | None, int]:
+    """One run through the fork server: (what was read, the limit that stopped it, the wait status)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    report_r, report_w = os.pipe()
+    try:
+        try:
+            run = get_server(BOOTSTRAP, _child_env()).spawn([stdin_fd, out_w, err_w, report_w, job_fd])
+        finally:
+            for fd in (out_w, err_w, report_w):
+                os.close(fd)
+        try:
+            reader = _Reader(out_r, err_r, report_r, limits.max_output_bytes)
+            stop = reader.pump(start + limits.timeout_s)
+            if stop is None and not run.exited.wait(max(0.0, start + limits.timeout_s - time.monotonic())):
+                stop = "timeout"
+        finally:
+            if not run.exited.is_set():
+                _kill_group(run.pid)  # the run's own session: the bootstrap and the sandboxed PID 1
+            run.exited.wait(10)
+        return reader, stop, run.status
+    finally:
+        for fd in (out_r, err_r, report_r):
+            os.close(fd)
+
+
 def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | bytes | None = None,
                files: Mapping[str, str | bytes] | None = None) -> SandboxResult:
     """Run ``code`` as ``__main__`` in a sandboxed child; blocks until it ends or a limit stops it.
@@ -318,34 +344,8 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
             if stdin:
                 stdin_file.write(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
                 stdin_file.seek(0)
-            job_fd = job_file.fileno()
-            report_r, report_w = os.pipe()
-            try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-I", "-B", str(BOOTSTRAP), str(job_fd), str(report_w)],
-                    stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=scratch,
-                    env=_child_env(), start_new_session=True, pass_fds=(report_w, job_fd), close_fds=True,
-                )
-            except BaseException:
-                os.close(report_r)
-                raise
-            finally:
-                os.close(report_w)
-            try:
-                reader = _Reader(proc, report_r, limits.max_output_bytes)
-                stop = reader.pump(start + limits.timeout_s)
-                if stop is None:
-                    try:
-                        proc.wait(timeout=max(0.0, start + limits.timeout_s - time.monotonic()))
-                    except subprocess.TimeoutExpired:
-                        stop = "timeout"
-            finally:
-                _kill_group(proc)  # also reaps anything the code left behind in its session
-                proc.wait()
-                for pipe in (proc.stdout, proc.stderr):
-                    if pipe is not None:
-                        pipe.close()
-                os.close(report_r)
+            reader, stop, status = _execute(stdin_file.fileno(), job_file.fileno(), limits, start)
+        returncode = os.waitstatus_to_exitcode(status)
         duration = time.monotonic() - start
         first, report = _report(bytes(reader.report))
         layers = {str(k): str(v) for k, v in dict(first.get("layers", {})).items()}
@@ -354,14 +354,14 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
         stderr = bytes(reader.err[: limits.max_output_bytes]).decode("utf-8", "replace")
         oom = cg.oom_killed() if cg else False
         peak = cg.peak_bytes() if cg else None
-        if proc.returncode == _REFUSED_EXIT and first.get("refused"):
+        if returncode == _REFUSED_EXIT and first.get("refused"):
             kind, line = "sandbox", None
             error = "refused to run: the kernel did not grant these required sandbox layers: " + ", ".join(
                 f"{k} ({layers.get(k, '?')})" for k in first["refused"])
         else:
-            kind, error, line = _classify(limits, stop, proc.returncode, report, stderr, oom)
+            kind, error, line = _classify(limits, stop, returncode, report, stderr, oom)
         return SandboxResult(ok=kind is None, stdout=stdout, stderr=stderr, error=error, error_kind=kind,
-                             error_line=line, exit_code=proc.returncode, duration_s=duration, layers=layers,
+                             error_line=line, exit_code=returncode, duration_s=duration, layers=layers,
                              memory_peak_mb=None if peak is None else round(peak / 2 ** 20, 1))
     finally:
         if isinstance(group, MemoryCgroup):

@@ -1,7 +1,8 @@
 """The sandbox child: lock the process down with the kernel, then run the user's code.
 
-Run as ``python -I -B sandbox_bootstrap.py JOB_FD REPORT_FD`` by ``atlas_router.tools.sandbox``; never
-imported by the library. The job (code, files, limits, the seccomp program) comes on JOB_FD, an
+Started once per parent process as ``python -I -B sandbox_bootstrap.py --serve SOCKET_FD`` (the fork
+server, see ``serve`` and ``atlas_router.tools.sandbox_forkserver``); every run is a fresh fork of it that
+drops the server's descriptors first. The job (code, files, limits, the seccomp program) comes as an
 unlinked file written by the parent with ``marshal``. Standard library only. The layers, outermost first:
 
 1. a memory cgroup (joined before anything else), so heap, memfd, shared memory and the scratch tmpfs all
@@ -545,8 +546,8 @@ def _send(report_file, data: dict) -> None:
         pass
 
 
-def main() -> None:
-    job_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
+def run_job(job_fd: int, report_fd: int) -> None:
+    """Lock down and run one job; never returns."""
     with os.fdopen(job_fd, "rb") as fh:
         job = marshal.loads(fh.read())  # written by the parent, never by user code
     scratch = job["scratch"]
@@ -630,6 +631,109 @@ def main() -> None:
         pass
     _send(report_file, report)
     os._exit(status & 0xFF if isinstance(status, int) else 1)
+
+
+# --- the fork server ---------------------------------------------------------------------------------------
+# Starting an interpreter is most of a short run's cost, so the parent keeps one warm process that only
+# forks: each request (a header and five descriptors: stdin, stdout, stderr, report pipe, job file) becomes a
+# fresh child that closes every descriptor of the server before doing anything else, then runs ``run_job``.
+# The server answers with the child's pid and, when the child has been reaped, its wait status: the
+# parent's verdict. It exits, killing its children, when the parent closes the socket.
+
+def _worker(job_fds: list[int], closing: list[int]) -> None:
+    """The forked child: shed the server's descriptors and handlers, take the run's streams, run the job.
+    Never returns (an exception here must not fall back into the server's loop)."""
+    try:
+        for fd in closing:
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()  # its own process group: the parent kills the whole run with one killpg
+        stdin, stdout, stderr, report_fd, job_fd = job_fds
+        for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+            os.dup2(fd, target)
+        for fd in (stdin, stdout, stderr):
+            if fd > 2:
+                os.close(fd)
+        # the server's streams pointed at /dev/null (seekable); these are pipes and a file now
+        sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)
+        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", closefd=False)
+        sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                                           closefd=False)
+        run_job(job_fd, report_fd)
+    except BaseException as err:  # a bug in the bootstrap: say what, on the run's stderr
+        os.write(2, f"sandbox bootstrap failed: {type(err).__name__}: {err}\n".encode())
+    finally:
+        os._exit(1)
+
+
+def serve(sock_fd: int) -> None:
+    import array
+    import select
+    import socket
+    import struct
+
+    for fd in (0, 1):
+        os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+    sock = socket.socket(fileno=sock_fd)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    python_roots()  # warm: the site module's paths
+    children: set[int] = set()
+    while True:
+        try:
+            ready, _, _ = select.select([sock, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+        if sock in ready:
+            fds = array.array("i")
+            msg, anc, _flags, _addr = sock.recvmsg(64, socket.CMSG_SPACE(5 * fds.itemsize))
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            if not msg:  # the parent is gone: so are its runs
+                for pid in children:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                os._exit(0)
+            (tag,) = struct.unpack("Q", msg[:8])
+            if len(fds) != 5:
+                for fd in fds:
+                    os.close(fd)
+                sock.send(struct.pack("QBqi", tag, ord("F"), 0, 0))
+                continue
+            pid = os.fork()
+            if pid == 0:
+                _worker(list(fds), [sock.fileno(), wake_r, wake_w])
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            sock.send(struct.pack("QBqi", tag, ord("S"), pid, 0))
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            sock.send(struct.pack("QBqi", 0, ord("E"), pid, status))
+
+
+def main() -> None:
+    if len(sys.argv) != 3 or sys.argv[1] != "--serve":
+        sys.exit("usage: sandbox_bootstrap.py --serve SOCKET_FD (started by atlas_router.tools.sandbox)")
+    serve(int(sys.argv[2]))
 
 
 if __name__ == "__main__":
