@@ -8,6 +8,7 @@ import asyncio
 import time
 
 import pytest
+from fastapi import FastAPI, Request
 
 from atlas_router.config import parse_pool_config
 from atlas_router.execution.runner import PairJob, run_pair, run_pairs
@@ -110,3 +111,73 @@ def test_response_cache_makes_reruns_free(faulty_url, tmp_path):
     first = asyncio.run(model.chat([{"role": "user", "content": "same"}]))
     second = asyncio.run(model.chat([{"role": "user", "content": "same"}]))
     assert not first.cached and second.cached and second.text == first.text
+
+
+def connection_counting_app(ports: list[int], delay_s: float = 0.01):
+    """A chat endpoint that records the client port of each request: one port per TCP connection."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        ports.append(request.client.port)
+        await asyncio.sleep(delay_s)
+        return {"choices": [{"message": {"role": "assistant", "content": "Final answer: 42"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
+
+    return app
+
+
+def test_models_on_one_upstream_share_one_keep_alive_pool():
+    from atlas_router.pool.models import http_clients
+
+    ports: list[int] = []
+    with running_server(connection_counting_app(ports)) as url:
+        cfg = parse_pool_config({
+            "models": [{"name": n, "backend": "openai", "endpoint": f"{url}/v1", "max_concurrency": 32}
+                       for n in ("a", "b")],
+            "tools": [{"name": "none", "kind": "none"}],
+            "cache": {"enabled": False},
+        })
+
+        async def go():
+            pool = Pool(cfg)
+            jobs = [PairJob(m, "none", f"q{i}") for i in range(96) for m in ("a", "b")]
+            records = await run_pairs(pool, jobs, concurrency=32)
+            shared = pool.model("a")._http() is pool.model("b")._http()
+            open_clients = http_clients.shared_count()
+            client = pool.model("a")._http()
+            await pool.aclose()
+            return records, shared, open_clients, client.is_closed
+
+        records, shared, open_clients, closed = asyncio.run(go())
+    assert all(r.error is None and r.answer == "42" for r in records)
+    assert shared and open_clients == 1  # one client for the upstream, whichever model calls it
+    assert closed  # the last model to close lets the connections go
+    # 192 calls, at most 32 at once: kept-alive connections are reused (httpx's default keeps only 20
+    # idle connections, so calls past 20 at a time used to open a new connection every time)
+    assert len(ports) == 192 and len(set(ports)) <= 32, len(set(ports))
+
+
+def test_run_pairs_keeps_job_order_and_bounds_concurrency():
+    live = {"now": 0, "peak": 0}
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        await asyncio.sleep(0.02)
+        live["now"] -= 1
+        question = body["messages"][-1]["content"]
+        return {"choices": [{"message": {"role": "assistant", "content": f"Final answer: {question}"}}]}
+
+    with running_server(app) as url:
+        pool = http_pool(url, ["m"], retries=0)
+        jobs = [PairJob("m", "none", str(i)) for i in range(40)]
+        done: list[str] = []
+        records = asyncio.run(run_pairs(pool, jobs, concurrency=6, on_done=lambda j, r: done.append(j.question)))
+    assert [r.question for r in records] == [j.question for j in jobs]
+    assert [r.answer for r in records] == [str(i) for i in range(40)]
+    assert sorted(done, key=int) == [str(i) for i in range(40)]
+    assert live["peak"] == 6  # workers keep exactly `concurrency` calls in flight

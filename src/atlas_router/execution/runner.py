@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from atlas_router.execution.answers import extract_answer
 from atlas_router.execution.images import content_text, redact_images, user_content, with_text
@@ -140,15 +140,21 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
 
 async def run_pairs(pool: Pool, jobs: Iterable[PairJob], *, concurrency: int = 8,
                     on_done: Callable[[PairJob, PairRecord], None] | None = None) -> list[PairRecord]:
-    """Run many jobs with at most ``concurrency`` in flight; results come back in job order."""
-    sem = asyncio.Semaphore(concurrency)
+    """Run many jobs with at most ``concurrency`` in flight; results come back in job order.
+
+    ``concurrency`` workers take the next job as they finish one: no task or semaphore waiter per job,
+    so a million jobs cost a million records, not a million pending coroutines."""
     job_list = list(jobs)
+    results: list[PairRecord | None] = [None] * len(job_list)
+    next_index = iter(range(len(job_list)))
 
-    async def one(job: PairJob) -> PairRecord:
-        async with sem:
+    async def worker() -> None:
+        for i in next_index:  # shared iterator: each index goes to exactly one worker
+            job = job_list[i]
             record = await run_pair(pool, job.model, job.tool, job.question, images=job.images or None)
-        if on_done is not None:
-            on_done(job, record)
-        return record
+            results[i] = record
+            if on_done is not None:
+                on_done(job, record)
 
-    return list(await asyncio.gather(*(one(j) for j in job_list)))
+    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(job_list))))))
+    return cast(list[PairRecord], results)  # every index was filled, or gather raised

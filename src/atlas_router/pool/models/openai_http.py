@@ -2,7 +2,8 @@
 
 Each call has a timeout; 429, 5xx, timeouts, dropped connections and malformed bodies are retried a
 bounded number of times with exponential backoff (honouring Retry-After); a semaphore bounds the calls
-in flight per model. Token usage comes from the response, or is counted with a tokenizer when absent.
+in flight per model, and every model on the same upstream shares one keep-alive connection pool. Token
+usage comes from the response, or is counted with a tokenizer when absent.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import httpx
 
 from atlas_router.config import ModelSpec
 from atlas_router.errors import BackendError
+from atlas_router.pool.models import http_clients
 from atlas_router.pool.models.base import ChatModel, Completion, Message, SamplingParams
 from atlas_router.pool.models.cache import ResponseCache
 from atlas_router.pool.models.tokens import count_message_tokens, count_tokens
@@ -63,18 +65,18 @@ class OpenAIChatModel(ChatModel):
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._key = spec.api_key()  # a named but unset key fails now, not on the first call
+        self._headers = {"content-type": "application/json"}
+        if self._key:
+            self._headers["authorization"] = f"Bearer {self._key}"
 
     def _http(self) -> httpx.AsyncClient:
+        """The upstream's shared keep-alive client (see ``http_clients``) for the running event loop."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # clients and semaphores belong to one event loop; callers may use several
             self._loop, self._client = loop, None
             self._sem = asyncio.Semaphore(self.spec.max_concurrency)
         if self._client is None:
-            headers = {"content-type": "application/json"}
-            if self._key:
-                headers["authorization"] = f"Bearer {self._key}"
-            limits = httpx.Limits(max_connections=self.spec.max_concurrency * 2)
-            self._client = httpx.AsyncClient(headers=headers, timeout=self.spec.timeout_s, limits=limits)
+            self._client = http_clients.acquire(self.base_url)
         return self._client
 
     def _payload(self, messages: list[Message], params: SamplingParams) -> dict[str, Any]:
@@ -105,7 +107,8 @@ class OpenAIChatModel(ChatModel):
             try:
                 client = self._http()
                 async with self._sem:
-                    response = await client.post(url, json=body)
+                    response = await client.post(url, json=body, headers=self._headers,
+                                                 timeout=self.spec.timeout_s)
                 return self._parse(response, messages)
             except _Retryable as err:
                 last = str(err)
@@ -148,7 +151,8 @@ class OpenAIChatModel(ChatModel):
     async def ping(self) -> str:
         """List the endpoint's models, then make one tiny call."""
         try:
-            r = await self._http().get(f"{self.base_url}/models", timeout=min(10.0, self.spec.timeout_s))
+            r = await self._http().get(f"{self.base_url}/models", headers=self._headers,
+                                       timeout=min(10.0, self.spec.timeout_s))
             served = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
         except (httpx.HTTPError, ValueError, AttributeError):
             served = []
@@ -159,5 +163,5 @@ class OpenAIChatModel(ChatModel):
 
     async def aclose(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            client, self._client, self._loop = self._client, None, None
+            await http_clients.release(self.base_url, client)
