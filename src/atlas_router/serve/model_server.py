@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from atlas_router.errors import AtlasError, UnknownNameError
-from atlas_router.pool.models.base import SamplingParams
 from atlas_router.pool.pool import Pool
+from atlas_router.serve.controller import sampling_of
 from atlas_router.serve.openai_schema import ChatRequest, choice_body, completion_body, error_body
 
 
@@ -31,16 +31,19 @@ def create_model_app(pool: Pool) -> FastAPI:
             model = pool.model(req.model)
         except UnknownNameError as err:
             return JSONResponse(error_body(str(err), code="model_not_found"), status_code=404)
-        params = SamplingParams(
-            temperature=req.temperature, top_p=req.top_p, max_tokens=req.max_completion_tokens or req.max_tokens,
-            seed=req.seed, stop=req.stop_list(),
-        )
+        params = sampling_of(req)
+        missing = model.unsupported(params)
+        if missing:  # refused, never silently ignored
+            return JSONResponse(error_body(f"model '{req.model}' does not support {', '.join(missing)}",
+                                           code="unsupported_parameter", param=missing[0]), status_code=400)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         try:
             c = await model.chat(messages, params)
         except AtlasError as err:
             return JSONResponse(error_body(str(err), kind="upstream_error"), status_code=502)
-        return completion_body(req.model, [choice_body(0, c.text, c.finish_reason)], c.input_tokens, c.output_tokens)
+        choices = [choice_body(i, x.text, x.finish_reason, x.tool_calls, x.logprobs)
+                   for i, x in enumerate([c, *c.alternatives])]
+        return completion_body(req.model, choices, c.input_tokens, c.output_tokens)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
