@@ -73,7 +73,13 @@ def math_records(pool: Pool, n: int, seed: int) -> pd.DataFrame:
 def report(name: str, gold: pd.DataFrame, grader_spec: str, seed: int, encoder) -> dict:
     grader = build_label_free_grader(grader_spec)
     t0 = time.perf_counter()
-    judged = judge_records(gold, grader, concurrency=1)
+    total, done = int(gold["query_id"].nunique()), [0]
+
+    def tick() -> None:
+        done[0] += 1
+        print(f"  graded {done[0]}/{total} queries ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    judged = judge_records(gold, grader, concurrency=1, on_done=tick)
     seconds = time.perf_counter() - t0
     return {"records": name, "grader": grader.name, "queries": int(gold["query_id"].nunique()), "seed": seed,
             "judge_s": round(seconds, 1),

@@ -28,7 +28,7 @@ def judge_agreement(
     records: str = typer.Option(..., "--records", help="Record store with replies and gold scores."),
     grader: str = typer.Option(..., "--grader", help="judge:MODEL[@URL] | judge-pairwise:MODEL[@URL] | prm:MODEL_ID@URL | reference:MODEL@@TOOL."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML holding the judge model (default: the embedded pool)."),
-    limit: Optional[int] = typer.Option(40, "--limit", min=2, help="Queries sampled (seeded); 0 for all."),
+    limit: int = typer.Option(40, "--limit", min=0, help="Queries sampled (seeded); 0 for all."),
     seed: int = typer.Option(0, "--seed"),
     routers: str = typer.Option("atlas-cluster,best-single", "--routers", help="Routers fitted on judge vs gold grades ('' for none)."),
     test_size: float = typer.Option(0.3, "--test-size", help="Held-out fraction of the sampled queries."),

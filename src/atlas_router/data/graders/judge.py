@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from atlas_router.pool.pool import Pool
 
 Pair = tuple[str, str]
+JUDGE_TIMEOUT_S = 600.0  # per call, for MODEL_ID@URL judges
 
 POINTWISE_SYSTEM = (
     "Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant "
@@ -276,7 +277,8 @@ class ReferenceAgreement(LabelFreeGrader):
 
 
 def _judge_model(arg: str, pool: "Pool | None", kind: str) -> ChatModel:
-    """A pool model by name, or ``MODEL_ID@URL`` on an OpenAI-compatible endpoint."""
+    """A pool model by name (its own timeout, key and sampling), or ``MODEL_ID@URL`` on an OpenAI-compatible
+    endpoint without a key."""
     model_id, sep, url = arg.rpartition("@")
     if sep and url.startswith(("http://", "https://")):
         from atlas_router.config import ModelSpec
@@ -284,7 +286,9 @@ def _judge_model(arg: str, pool: "Pool | None", kind: str) -> ChatModel:
 
         if not model_id:
             raise AtlasError(f"grader '{kind}:{arg}': expected {kind}:MODEL_ID@http://HOST:PORT/v1")
-        spec = ModelSpec(name=f"judge-{model_id}", backend="openai", endpoint=url, model_id=model_id)
+        # generous timeout: a judge reads whole replies, often on a busy server; a pool model sets its own
+        spec = ModelSpec(name=f"judge-{model_id}", backend="openai", endpoint=url, model_id=model_id,
+                         timeout_s=JUDGE_TIMEOUT_S)
         return build_model(spec, pool.cache if pool is not None else None)
     if pool is None:
         raise AtlasError(f"grader '{kind}:{arg}' names a pool model, but no pool was given")
