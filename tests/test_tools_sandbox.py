@@ -324,3 +324,32 @@ def test_the_package_and_project_tree_are_not_importable_but_numpy_is():
                    SandboxLimits(timeout_s=20))
     assert r.ok, r.error
     assert r.stdout.split("\n")[:3] == ["no ModuleNotFoundError", "[]", "3.0"]
+
+
+# --- the fork server --------------------------------------------------------------------------------
+
+def test_concurrent_runs_each_get_their_own_sandbox():
+    from concurrent.futures import ThreadPoolExecutor
+
+    code = "import os, time\ntime.sleep(0.3)\nprint(os.getpid(), os.getuid(), os.getcwd())"
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: run_python(code, SandboxLimits(timeout_s=20)), range(8)))
+    assert all(r.ok for r in results), [r.error for r in results]
+    seen = [r.stdout.split() for r in results]
+    assert {pid for pid, _, _ in seen} == {"1"}  # each is PID 1 of its own namespace
+    assert len({uid for _, uid, _ in seen}) == 8 and len({cwd for _, _, cwd in seen}) == 8
+
+
+def test_a_dead_fork_server_fails_its_runs_and_is_replaced():
+    assert run_python("print(1)", FAST).ok
+    server = sandbox_forkserver._server
+    assert server is not None
+    import threading
+
+    killer = threading.Timer(0.5, server.proc.kill)
+    killer.start()
+    r = run_python("import time\ntime.sleep(30)", SandboxLimits(timeout_s=20))
+    killer.join()
+    assert not r.ok and r.duration_s < 10  # failed when the server died, not at the time limit
+    again = run_python("print(2)", FAST)
+    assert again.ok and again.stdout == "2\n" and sandbox_forkserver._server is not server

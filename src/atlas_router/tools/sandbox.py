@@ -292,8 +292,10 @@ def _job_handle(job: dict[str, Any]):
     return handle
 
 
-def _execute(stdin_fd: int, job_fd: int, limits: SandboxLimits, start: float) -> tuple[_Reader, str | None, int]:
-    """One run through the fork server: (what was read, the limit that stopped it, the wait status)."""
+def _execute(stdin_fd: int, job_fd: int, limits: SandboxLimits,
+             start: float) -> tuple[_Reader, str | None, int, bool]:
+    """One run through the fork server: (what was read, the limit that stopped it, the wait status,
+    whether the server died under it)."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     report_r, report_w = os.pipe()
@@ -309,10 +311,10 @@ def _execute(stdin_fd: int, job_fd: int, limits: SandboxLimits, start: float) ->
             if stop is None and not run.exited.wait(max(0.0, start + limits.timeout_s - time.monotonic())):
                 stop = "timeout"
         finally:
-            if not run.exited.is_set():
+            if not run.exited.is_set() or run.failed:  # failed: the server died, its runs may not have
                 _kill_group(run.pid)  # the run's own session: the bootstrap and the sandboxed PID 1
             run.exited.wait(10)
-        return reader, stop, run.status
+        return reader, stop, run.status, run.failed
     finally:
         for fd in (out_r, err_r, report_r):
             os.close(fd)
@@ -344,7 +346,7 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
             if stdin:
                 stdin_file.write(stdin.encode("utf-8") if isinstance(stdin, str) else stdin)
                 stdin_file.seek(0)
-            reader, stop, status = _execute(stdin_file.fileno(), job_file.fileno(), limits, start)
+            reader, stop, status, server_died = _execute(stdin_file.fileno(), job_file.fileno(), limits, start)
         returncode = os.waitstatus_to_exitcode(status)
         duration = time.monotonic() - start
         first, report = _report(bytes(reader.report))
@@ -354,7 +356,9 @@ def run_python(code: str, limits: SandboxLimits | None = None, *, stdin: str | b
         stderr = bytes(reader.err[: limits.max_output_bytes]).decode("utf-8", "replace")
         oom = cg.oom_killed() if cg else False
         peak = cg.peak_bytes() if cg else None
-        if returncode == _REFUSED_EXIT and first.get("refused"):
+        if server_died:
+            kind, error, line = "crash", "the sandbox fork server died during the run", None
+        elif returncode == _REFUSED_EXIT and first.get("refused"):
             kind, line = "sandbox", None
             error = "refused to run: the kernel did not grant these required sandbox layers: " + ", ".join(
                 f"{k} ({layers.get(k, '?')})" for k in first["refused"])

@@ -586,6 +586,7 @@ def run_job(job_fd: int, report_fd: int) -> None:
         uid = gid = None
         layers["uid"] = "unavailable (no private root: uid 0 without capabilities)"
     label = drop_privileges(uid, gid)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # again: a change of uid clears it
     layers.setdefault("uid", label)
     set_limits(job)
     os.chdir(scratch)
@@ -640,10 +641,13 @@ def run_job(job_fd: int, report_fd: int) -> None:
 # The server answers with the child's pid and, when the child has been reaped, its wait status: the
 # parent's verdict. It exits, killing its children, when the parent closes the socket.
 
-def _worker(job_fds: list[int], closing: list[int]) -> None:
+def _worker(job_fds: list[int], closing: list[int], server: int) -> None:
     """The forked child: shed the server's descriptors and handlers, take the run's streams, run the job.
     Never returns (an exception here must not fall back into the server's loop)."""
     try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no run outlives the server
+        if os.getppid() != server:
+            os._exit(1)
         for fd in closing:
             os.close(fd)
         signal.set_wakeup_fd(-1)
@@ -680,6 +684,7 @@ def serve(sock_fd: int) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_w)
     python_roots()  # warm: the site module's paths
+    server = os.getpid()
     children: set[int] = set()
     while True:
         try:
@@ -714,7 +719,7 @@ def serve(sock_fd: int) -> None:
                 continue
             pid = os.fork()
             if pid == 0:
-                _worker(list(fds), [sock.fileno(), wake_r, wake_w])
+                _worker(list(fds), [sock.fileno(), wake_r, wake_w], server)
             for fd in fds:
                 os.close(fd)
             children.add(pid)
