@@ -241,7 +241,7 @@ def test_garbled_row_group_loses_only_that_row_group(tmp_path: Path) -> None:
     from atlas_router.records.store import CorruptPartError
 
     d = tmp_path / "rec"
-    store = _store_with_parts(d, n_parts=2)
+    _store_with_parts(d, n_parts=2)
     # a part with three row groups of five rows (as a large collection batch would be)
     table = pa.Table.from_pandas(normalize(_rows(15, model="m2")), schema=ARROW_SCHEMA, preserve_index=False)
     big = d / "part-99999999999999999999-abcdef01.parquet"
@@ -268,7 +268,7 @@ def test_garbled_row_group_loses_only_that_row_group(tmp_path: Path) -> None:
 
 def test_part_missing_a_later_column_reads_with_its_default(tmp_path: Path) -> None:
     d = tmp_path / "rec"
-    store = _store_with_parts(d, n_parts=1)
+    _store_with_parts(d, n_parts=1)
     old = normalize(_rows(3, start=50)).drop(columns=["error", "source"])  # written before those columns existed
     pq.write_table(pa.Table.from_pandas(old, preserve_index=False), d / "part-00000000000000000001-00000000.parquet")
     df = RecordStore(d).load()
