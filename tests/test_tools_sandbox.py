@@ -346,10 +346,18 @@ def test_a_dead_fork_server_fails_its_runs_and_is_replaced():
     assert server is not None
     import threading
 
-    killer = threading.Timer(0.5, server.proc.kill)
+    def kill_once_the_run_exists() -> None:
+        deadline = time.monotonic() + 10
+        while not _children(server.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.proc.kill()
+
+    killer = threading.Thread(target=kill_once_the_run_exists)
     killer.start()
     r = run_python("import time\ntime.sleep(30)", SandboxLimits(timeout_s=20))
     killer.join()
     assert not r.ok and r.duration_s < 10  # failed when the server died, not at the time limit
+    assert r.error_kind == "crash" and r.error == "the sandbox fork server died during the run"
     again = run_python("print(2)", FAST)
     assert again.ok and again.stdout == "2\n" and sandbox_forkserver._server is not server
+    server.proc.wait()

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from atlas_router.tools.sandbox_cgroup import MemoryCgroup
-from atlas_router.tools.sandbox_forkserver import get_server
+from atlas_router.tools.sandbox_forkserver import ForkServerError, get_server
 from atlas_router.tools.sandbox_policy import seccomp_program
 
 BOOTSTRAP = Path(__file__).with_name("sandbox_bootstrap.py")
@@ -301,7 +301,11 @@ def _execute(stdin_fd: int, job_fd: int, limits: SandboxLimits,
     report_r, report_w = os.pipe()
     try:
         try:
-            run = get_server(BOOTSTRAP, _child_env()).spawn([stdin_fd, out_w, err_w, report_w, job_fd])
+            fds = [stdin_fd, out_w, err_w, report_w, job_fd]
+            try:
+                run = get_server(BOOTSTRAP, _child_env()).spawn(fds)
+            except ForkServerError:  # it died between runs: a fresh one gets a second chance
+                run = get_server(BOOTSTRAP, _child_env()).spawn(fds)
         finally:
             for fd in (out_w, err_w, report_w):
                 os.close(fd)
