@@ -101,6 +101,7 @@ def test_malformed_bodies_get_a_sentence(gw):
         b'{"model": "echo", "messages": []}': "messages: List should have at least 1 item",
         b'{"messages": [{"role": "user", "content": "x"}]}': "model: Field required",
         b'{"model": "echo", "messages": [{"role": "robot", "content": "x"}]}': "messages.0.role",
+        b'{"model": "echo", "messages": [{"role": "user", "content": null}]}': "a 'user' message needs content",
         b'{"model": "echo", "messages": [{"role": "user", "content": "\xff"}]}': "not UTF-8",
     }
     for raw, expected in cases.items():

@@ -35,6 +35,13 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
+    @model_validator(mode="after")
+    def _content_given(self) -> "ChatMessage":
+        # only an assistant turn may omit its content (when it calls tools)
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a '{self.role}' message needs content")
+        return self
+
 
 class FunctionDef(BaseModel):
     model_config = ConfigDict(extra="allow")
