@@ -1,14 +1,17 @@
-"""Loopback servers for benchmarks: a fixed-latency OpenAI-compatible upstream, run in a thread."""
+"""Loopback servers for benchmarks: a fixed-latency OpenAI-compatible upstream, in a thread or (so that its
+CPU is not the measured process's) in its own process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 
@@ -34,6 +37,40 @@ def latency_upstream(delay_s: float = 0.02) -> FastAPI:
     return app
 
 
+_REPLY = (b'{"id":"bench","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,'
+          b'"message":{"role":"assistant","content":"Final answer: 4"},"finish_reason":"stop"}],'
+          b'"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}')
+
+
+def lean_upstream(delay_s: float = 0.02):
+    """The same replies as ``latency_upstream`` from a bare ASGI app (no framework, the body is read and
+    dropped): an upstream cheap enough that the client side is what a benchmark measures."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        if scope["method"] == "POST":
+            await asyncio.sleep(delay_s)
+        body = _REPLY if scope["method"] == "POST" else b'{"object":"list","data":[{"id":"m"}]}'
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def run(coro):
+    """Run a benchmark's coroutine on uvloop where installed (the same loop for every side measured)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,7 +79,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` on a free loopback port; yields its base URL."""
+    """Serve ``app`` on a free loopback port in a thread of this process; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", backlog=2048))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -54,3 +91,38 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def run_upstream(port: int, delay: float, lean: bool = False) -> None:
+    """Child process: the fixed-latency upstream (FastAPI, or the bare ASGI one when ``lean``)."""
+    app = lean_upstream(delay) if lean else latency_upstream(delay)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096)
+
+
+def wait_up(url: str, alive: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll ``url`` until it answers, while the process serving it is alive."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not alive():
+            raise SystemExit(f"server for {url} exited during start-up")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not start in {timeout}s")
+
+
+@contextlib.contextmanager
+def upstream_process(delay_s: float, lean: bool = False) -> Iterator[str]:
+    """The fixed-latency upstream in its own process on a free loopback port; yields its base URL."""
+    port = free_port()
+    proc = multiprocessing.get_context("spawn").Process(target=run_upstream, args=(port, delay_s, lean), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{url}/v1/models", proc.is_alive)
+        yield url
+    finally:
+        proc.terminate()
+        proc.join(timeout=10)

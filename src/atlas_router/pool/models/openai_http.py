@@ -62,15 +62,15 @@ class OpenAIChatModel(ChatModel):
         assert spec.endpoint is not None
         self.base_url = spec.endpoint.rstrip("/")
         self._sem = asyncio.Semaphore(spec.max_concurrency)
-        self._client: httpx.AsyncClient | None = None
+        self._client: http_clients.Upstream | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._key = spec.api_key()  # a named but unset key fails now, not on the first call
         self._headers = {"content-type": "application/json"}
         if self._key:
             self._headers["authorization"] = f"Bearer {self._key}"
 
-    def _http(self) -> httpx.AsyncClient:
-        """The upstream's shared keep-alive client (see ``http_clients``) for the running event loop."""
+    def _http(self) -> http_clients.Upstream:
+        """The upstream's shared keep-alive pool (see ``http_clients``) for the running event loop."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # clients and semaphores belong to one event loop; callers may use several
             self._loop, self._client = loop, None
