@@ -26,7 +26,6 @@ import selectors
 import shutil
 import signal
 import stat
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
