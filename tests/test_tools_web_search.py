@@ -97,7 +97,7 @@ def test_bundled_collection_is_valid_and_small():
     ("how many bones in the adult human body", "Human body"),
 ])
 async def test_bm25_finds_the_right_passage(query, title):
-    tool = _tool(backend="bm25", documents="default")
+    tool = _tool(backend="bm25", documents="default", read="passages")
     r = await tool.run(query)
     assert r.ok
     assert len(r.data["snippets"]) == 3
@@ -126,6 +126,8 @@ def test_bad_collections_are_config_errors(tmp_path):
         load_documents([bad])
     with pytest.raises(ConfigError, match="unknown search backend"):
         _tool(backend="bing")
+    with pytest.raises(ConfigError, match="read must be one of"):
+        _tool(read="everything")
 
 
 async def test_google_backend(server, monkeypatch):
@@ -184,3 +186,40 @@ async def test_sample_input():
     tool = _tool()
     r = await tool.run(tool.sample_input)
     assert r.ok and "Canberra" in r.output
+
+
+async def test_reading_gives_the_answering_sentence():
+    tool = _tool(backend="bm25", documents="default")
+    r = await tool.run("What is the capital of Canada?")
+    assert r.ok and r.output == "Canada: Its capital is Ottawa and its largest city is Toronto."
+    assert len(r.data["snippets"]) == 3  # the passages stay in the record
+    two = await _tool(backend="bm25", sentences=2).run("What is the capital of Canada?")
+    assert two.output.splitlines()[0] == r.output and len(two.output.splitlines()) == 2
+
+
+def test_sentence_splitting_keeps_initials_together():
+    from atlas_router.tools.web_search.reading import sentences
+
+    assert sentences("J. K. Rowling wrote it. Its capital is Washington, D.C. and more. End!") == [
+        "J. K. Rowling wrote it.", "Its capital is Washington, D.C. and more.", "End!"]
+
+
+async def test_reading_finds_the_answer_of_nearly_every_suite_fact():
+    """Retrieve-then-read can only work if the sentence handed to the model holds the answer."""
+    from atlas_router.data.benchmarks import load_benchmark
+
+    tool = _tool(backend="bm25", documents="default", prefetch=True)
+    facts = load_benchmark("suite-facts")
+    found = 0
+    for ex in facts:
+        out = (await tool.run(ex.question)).output.lower()
+        found += any(a.lower() in out for a in ex.reference)
+    assert found >= 0.95 * len(facts)
+
+
+def test_prefetch_usage_and_demonstration_match_the_real_turn():
+    tool = _tool(prefetch=True)
+    demo = tool.demonstration()
+    assert demo[0]["content"].startswith("[web-search output]\n") and "\n\nQuestion: " in demo[0]["content"]
+    assert demo[1]["content"].startswith("Final answer: ")
+    assert "<search>" not in tool.usage()

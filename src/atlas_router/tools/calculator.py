@@ -447,7 +447,10 @@ class CalculatorTool(Tool):
         return find_call(text)
 
     def demonstration(self) -> list[dict[str, str]]:
-        return self.worked_example("What is 23 * 19?", 'calculator(expression="23 * 19")', "437", "437")
+        """Two calls a small model can imitate: one written out, one taken from a word problem."""
+        return [*self.worked_example("What is 2484 * 67?", 'calculator(expression="2484 * 67")', "166428", "166428"),
+                *self.worked_example("A crate holds 24 bottles. How many bottles are in 15 crates?",
+                                     'calculator(expression="24 * 15")', "360", "360")]
 
     async def _run(self, tool_input: str, context: ToolContext) -> ToolResult:
         try:

@@ -66,9 +66,22 @@ def token_f1(prediction: str, references: Sequence[str]) -> float:
 
 
 def grade_short_answer(prediction: str, reference: object, metric: str = "em") -> float:
-    """Score the reply's stated answer ("Final answer: ...", else its last line) by ``em`` or ``f1``."""
+    """Score the reply's stated answer ("Final answer: ...", else its last line) by ``em``, ``f1`` or
+    ``contains``."""
     refs = references_of(reference)
     answer = extract_answer(prediction or "")
     if metric == "f1":
         return token_f1(answer, refs)
+    if metric == "contains":
+        return contains_match(answer, refs)
     return exact_match(answer, refs)
+
+
+def contains_match(prediction: str, references: Sequence[str]) -> float:
+    """1.0 when a normalised reference occurs, as whole words, in the normalised stated answer.
+
+    The "match" metric of open-domain QA with generative readers: "The capital of Canada is Ottawa"
+    counts for Ottawa. It reads only the stated answer (the final-answer line), not the whole reply.
+    """
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(ref and f" {ref} " in pred for ref in (normalize_answer(r) for r in references)))

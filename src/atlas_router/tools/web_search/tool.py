@@ -9,6 +9,7 @@ from atlas_router.errors import ConfigError
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.settings_check import reject_unknown
 from atlas_router.tools.web_search.base import SearchBackend, SearchError, Snippet
+from atlas_router.tools.web_search.reading import best_sentences, format_sentences
 
 BACKENDS = ("bm25", "google", "searxng")
 _TAG = re.compile(r"<search>\s*(.+?)\s*</search>", re.DOTALL | re.IGNORECASE)
@@ -16,7 +17,8 @@ _CALL = re.compile(r"\bsearch\(\s*(?:query\s*=\s*)?(\"(?:[^\"\\]|\\.)+\"|'(?:[^'
 _LINE = re.compile(r"^\s*(?:\*\*)?search(?:\*\*)?\s*:\s*(?:\*\*)?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 MAX_QUERY_CHARS = 300
 _SETTINGS = ("backend", "top_k", "max_chars", "timeout_s", "documents", "cx", "api_key_env", "endpoint", "categories",
-             "language")
+             "language", "read", "sentences")
+READ_MODES = ("sentences", "passages")
 
 
 def extract_query(text: str) -> str | None:
@@ -67,8 +69,10 @@ def format_snippets(snippets: list[Snippet], max_chars: int) -> str:
 
 
 class WebSearchTool(Tool):
-    """Search (settings: backend bm25|google|searxng, top_k default 3, max_chars default 600, plus the
-    backend's own: documents; cx, api_key_env, endpoint; endpoint, categories, language)."""
+    """Search (settings: backend bm25|google|searxng, top_k default 3, max_chars default 600, read
+    sentences|passages (default sentences: the ``sentences``, default 1, of the top passages that best match
+    the query; passages: whole passages), plus the backend's own: documents; cx, api_key_env, endpoint;
+    endpoint, categories, language)."""
 
     kind = "web_search"
     mode = "loop"
@@ -79,19 +83,36 @@ class WebSearchTool(Tool):
         reject_unknown(self.settings, _SETTINGS)
         self.top_k = int(self.settings.get("top_k", 3))
         self.max_chars = int(self.settings.get("max_chars", 600))
+        self.read = str(self.settings.get("read", "sentences"))
+        self.n_sentences = int(self.settings.get("sentences", 1))
         if self.top_k < 1 or self.max_chars < 20:
             raise ValueError("top_k must be at least 1 and max_chars at least 20")
+        if self.read not in READ_MODES or self.n_sentences < 1:
+            raise ValueError(f"read must be one of {', '.join(READ_MODES)} and sentences at least 1")
         try:
             self.backend = make_backend(self.settings)
         except ConfigError as err:
             raise ConfigError(f"tool '{self.name}': {err}") from None
 
     def usage(self) -> str:
+        if self.prefetch:
+            return ("Search results for the question come before it. Read them and answer from them with a short "
+                    "answer (a name, a place, a year or a number).")
         return (
             "You can search for facts. To search, write one query between tags, like:\n"
             "<search>capital of Australia</search>\n"
-            f"You will get the top {self.top_k} passages back; read them, then answer."
+            "You will get the best matching passages back; read them, then answer."
         )
+
+    def demonstration(self) -> list[dict[str, str]]:
+        """One worked retrieve-then-read exchange in the exact shape the real question will have."""
+        question = "What is the capital of Peru?"
+        found = "Peru: Its capital and largest city is Lima."
+        observed = self.format_observation(ToolResult(ok=True, output=found))
+        if self.prefetch:
+            return [{"role": "user", "content": f"{observed}\n\nQuestion: {question}"},
+                    {"role": "assistant", "content": "Final answer: Lima"}]
+        return self.worked_example(question, "<search>capital of Peru</search>", found, "Lima")
 
     def extract_call(self, text: str) -> str | None:
         return extract_query(text)
@@ -109,4 +130,7 @@ class WebSearchTool(Tool):
         data = {"backend": self.backend.name, "query": query, "snippets": [s.to_dict() for s in snippets]}
         if not snippets:
             return ToolResult(ok=True, output=f"No results for: {query}", data=data)
+        if self.read == "sentences":
+            return ToolResult(ok=True, output=format_sentences(best_sentences(query, snippets, self.n_sentences)),
+                              data=data)
         return ToolResult(ok=True, output=format_snippets(snippets, self.max_chars), data=data)
