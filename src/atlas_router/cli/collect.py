@@ -40,8 +40,9 @@ def parse_pairs(spec: str | None, all_pairs: list[tuple[str, str]]) -> list[tupl
 def collect(
     benchmark: Optional[str] = typer.Option(None, "--benchmark", "-b", help="Registered benchmark name."),
     prompts: Optional[str] = typer.Option(None, "--prompts", help="Unlabelled prompts: JSONL/JSON/CSV, or a records directory."),
-    grader: Optional[str] = typer.Option(None, "--grader", help="judge:MODEL[@URL] | judge-pairwise:MODEL[@URL] | "
-                                          "prm:MODEL_ID@URL | reference:MODEL@@TOOL (default: the gold answers)."),
+    grader: Optional[str] = typer.Option(None, "--grader", help="judge:MODEL[@URL] | judge-verdict:MODEL[@URL] | "
+                                          "judge-pairwise:MODEL[@URL] | prm:MODEL_ID@URL | reference:MODEL@@TOOL "
+                                          "(default: the gold answers)."),
     name: str = typer.Option("prompts", "--name", help="Benchmark name given to --prompts (query ids derive from it)."),
     out: str = typer.Option(..., "--out", "-o", help="Record store directory (created; resumed if it exists)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),

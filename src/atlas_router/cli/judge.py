@@ -26,7 +26,7 @@ def _f(value: float, digits: int = 3) -> str:
 
 def judge_agreement(
     records: str = typer.Option(..., "--records", help="Record store with replies and gold scores."),
-    grader: str = typer.Option(..., "--grader", help="judge:MODEL[@URL] | judge-pairwise:MODEL[@URL] | prm:MODEL_ID@URL | reference:MODEL@@TOOL."),
+    grader: str = typer.Option(..., "--grader", help="judge:MODEL[@URL] | judge-verdict:MODEL[@URL] | judge-pairwise:MODEL[@URL] | prm:MODEL_ID@URL | reference:MODEL@@TOOL."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML holding the judge model (default: the embedded pool)."),
     limit: int = typer.Option(40, "--limit", min=0, help="Queries sampled (seeded); 0 for all."),
     seed: int = typer.Option(0, "--seed"),
