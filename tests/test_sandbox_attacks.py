@@ -194,6 +194,12 @@ def _probes() -> list[Probe]:
               "must_fail('pidfd_send_signal', fd if fd >= 0 else 3, 9, None, 0)\ndone()"),
         Probe("pidfd_getfd_steal_descriptor", "must_fail('pidfd_getfd', 3, 0, 0)\n"
               "attempt('pidfd_open', lambda: os.pidfd_open(@TESTPID@))\ndone()"),
+        Probe("sigio_owner_signal_to_canary",
+              "import fcntl\na, b = socket.socketpair()\n"
+              "attempt('setown', lambda: fcntl.fcntl(a, fcntl.F_SETOWN, @CANARY@))\n"
+              "try:\n    fcntl.fcntl(a, 10, 9)  # F_SETSIG: SIGKILL instead of SIGIO\n"
+              "    fcntl.fcntl(a, fcntl.F_SETFL, os.O_ASYNC)\n    b.send(b'x')\nexcept OSError as e:\n"
+              "    print('refused', e)\nimport time\ntime.sleep(0.2)\ndone()"),
         Probe("kill_all_processes_minus_one", "must_fail('kill', -1, signal.SIGCONT)\ndone()"),
         Probe("kill_own_process_group", "must_fail('kill', 0, signal.SIGKILL)\n"
               "attempt('killpg', lambda: os.killpg(@TESTPGID@, signal.SIGCONT))\ndone()"),

@@ -131,12 +131,14 @@ def _job_files(files: Mapping[str, str | bytes]) -> dict[str, tuple[str, str]]:
 
 
 def _remove_tree(path: Path) -> None:
-    """Delete the scratch directory even if the code made parts of it read-only."""
+    """Delete the scratch directory even if the code made parts of it read-only. (With a private root the
+    code wrote to its own tmpfs and this folder is empty; this matters where that layer is missing.)"""
 
     def retry(func, p, _exc) -> None:
         try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            os.chmod(p, stat.S_IRWXU)
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)  # a real folder: rmtree does not follow links
+            if not os.path.islink(p):  # chmod follows links: never onto a file the code pointed at
+                os.chmod(p, stat.S_IRWXU)
             func(p)
         except OSError:
             pass
