@@ -221,6 +221,10 @@ def test_bad_limits_are_rejected():
         SandboxLimits(timeout_s=0)
     with pytest.raises(ValueError):
         SandboxLimits(memory_mb=10)
+    with pytest.raises(ValueError, match="disk_mb"):
+        SandboxLimits(disk_mb=0)
+    with pytest.raises(ValueError, match="require_all_layers must be true or false"):
+        SandboxLimits(require_all_layers="no")
 
 
 # --- the tool -------------------------------------------------------------------------------------
@@ -250,6 +254,8 @@ async def test_tool_runs_code_and_reports_errors():
 def test_tool_rejects_bad_settings():
     with pytest.raises(ConfigError, match="memory_mb"):
         build_tool(ToolSpec(name="py", kind="python_code", settings={"memory_mb": "lots"}))
+    tool = build_tool(ToolSpec(name="py", kind="python_code", settings={"disk_mb": 8, "require_all_layers": True}))
+    assert tool.limits.disk_mb == 8 and tool.limits.require_all_layers
 
 
 

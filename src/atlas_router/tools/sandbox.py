@@ -73,6 +73,9 @@ class SandboxLimits:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.memory_mb < 64:
             raise ValueError(f"memory_mb must be at least 64 (Python itself needs it), got {self.memory_mb}")
+        for name in ("namespaces", "landlock", "seccomp", "audit_hook", "cgroup", "require_all_layers"):
+            if not isinstance(getattr(self, name), bool):  # "no" must not switch a layer on, or off
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "SandboxLimits":
