@@ -370,3 +370,19 @@ def test_a_dead_fork_server_fails_its_runs_and_is_replaced():
     again = run_python("print(2)", FAST)
     assert again.ok and again.stdout == "2\n" and sandbox_forkserver._server is not server
     server.proc.wait()
+
+
+def test_everyday_libraries_work_under_the_allow_list():
+    """The seccomp allow-list and the read-only root must not break what model code ordinarily does."""
+    code = ("import asyncio, sqlite3, tempfile, os\nfrom concurrent.futures import ThreadPoolExecutor\n"
+            "import numpy as np, pandas as pd, scipy.optimize as opt\n"
+            "async def f():\n    await asyncio.sleep(0.01)\n    return 3\n"
+            "with ThreadPoolExecutor(4) as pool:\n    squares = sum(pool.map(lambda x: x * x, range(10)))\n"
+            "fd, path = tempfile.mkstemp()\ndb = sqlite3.connect(path)\ndb.execute('create table t(x)')\n"
+            "db.execute('insert into t values (7)')\n"
+            "print(asyncio.run(f()), squares, db.execute('select x from t').fetchone()[0], os.cpu_count() > 0,\n"
+            "      round(float(np.linalg.det(np.eye(3) * 2))), int(pd.Series([1, 2]).sum()),\n"
+            "      round(float(opt.minimize_scalar(lambda x: (x - 2) ** 2).x)))")
+    r = run_python(code, SandboxLimits(timeout_s=30))
+    assert r.ok, (r.error, r.stderr[-500:])
+    assert r.stdout.split() == ["3", "285", "7", "True", "8", "3", "2"]
