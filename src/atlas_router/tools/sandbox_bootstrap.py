@@ -48,7 +48,7 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 36, 38
 SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
@@ -685,6 +685,7 @@ def serve(sock_fd: int) -> None:
     signal.set_wakeup_fd(wake_w)
     python_roots()  # warm: the site module's paths
     server = os.getpid()
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # a killed run's PID 1 is reaped here, not left to init
     children: set[int] = set()
     while True:
         try:
@@ -724,15 +725,16 @@ def serve(sock_fd: int) -> None:
                 os.close(fd)
             children.add(pid)
             sock.send(struct.pack("QBqi", tag, ord("S"), pid, 0))
-        while children:
+        while True:  # reap runs and the orphans that reach this subreaper; report runs only
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            children.discard(pid)
-            sock.send(struct.pack("QBqi", 0, ord("E"), pid, status))
+            if pid in children:
+                children.discard(pid)
+                sock.send(struct.pack("QBqi", 0, ord("E"), pid, status))
 
 
 def main() -> None:
