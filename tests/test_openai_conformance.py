@@ -83,9 +83,11 @@ def test_local_max_tokens_cut_says_length_streamed_and_not(local_gw, model):
     messages = [{"role": "user", "content": "Write a long story about a dragon."}]
     resp = c.chat.completions.create(model=model, messages=messages, max_tokens=5)
     assert resp.choices[0].finish_reason == "length" and resp.usage.completion_tokens == 5
-    finishes = [ch.choices[0].finish_reason for ch in c.chat.completions.create(
-        model=model, messages=messages, max_completion_tokens=5, stream=True) if ch.choices]
+    chunks = list(c.chat.completions.create(model=model, messages=messages, max_completion_tokens=5, stream=True,
+                                            stream_options={"include_usage": True}))
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
     assert finishes[-1] == "length" and all(f is None for f in finishes[:-1])
+    assert chunks[-1].usage == resp.usage  # a live stream counts the same tokens as the whole reply
 
 
 def test_out_of_range_parameters_are_400(local_gw):

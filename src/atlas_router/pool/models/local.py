@@ -161,11 +161,21 @@ class LocalChatModel(ChatModel):
 
     def _generate_llama_stream(self, messages: list[Message], params: SamplingParams,
                                cancelled: threading.Event) -> Iterator[Delta]:
+        from llama_cpp import LogitsProcessorList
+
         llm = self._load()
+        counts = {"prompt": 0, "sampled": 0}
+
+        def count(input_ids: Any, scores: Any) -> Any:  # called once per sampled token; the first sees the prompt
+            counts["prompt"] = counts["prompt"] or len(input_ids)
+            counts["sampled"] += 1
+            return scores
+
         with self._run_lock:
             pieces: list[str] = []
             finish = None
             for chunk in llm.create_chat_completion(messages=self._text_messages(messages), stream=True,
+                                                    logits_processor=LogitsProcessorList([count]),
                                                     **self._llama_kwargs(params)):
                 if cancelled.is_set():
                     return
@@ -175,9 +185,9 @@ class LocalChatModel(ChatModel):
                 if text:
                     pieces.append(text)
                     yield Delta(text)
-            output_tokens = len(pieces)  # llama.cpp yields one chunk per sampled token
-            input_tokens = max(0, llm.n_tokens - output_tokens)
-        yield Delta("", Completion("".join(pieces), input_tokens, output_tokens, finish or "stop"))
+        # the end-of-generation token is sampled but not part of the reply (llama.cpp's usage skips it too)
+        output_tokens = counts["sampled"] - (1 if finish == "stop" and counts["sampled"] else 0)
+        yield Delta("", Completion("".join(pieces), counts["prompt"], output_tokens, finish or "stop"))
 
     @staticmethod
     def _text_messages(messages: list[Message]) -> list[dict[str, Any]]:
