@@ -365,7 +365,8 @@ def test_a_dead_fork_server_fails_its_runs_and_is_replaced():
     killer.start()
     r = run_python("import time\ntime.sleep(30)", SandboxLimits(timeout_s=20))
     killer.join()
-    assert not r.ok and r.duration_s < 10  # failed when the server died, not at the time limit
+    assert not r.ok
+    # failed when the server died ("crash"), not at the 20 s time limit ("timeout")
     assert r.error_kind == "crash" and r.error == "the sandbox fork server died during the run"
     again = run_python("print(2)", FAST)
     assert again.ok and again.stdout == "2\n" and sandbox_forkserver._server is not server
