@@ -214,6 +214,27 @@ def test_passthrough_format_n_logprobs_and_penalties_are_forwarded(tools_gw, ups
     assert upstream[1].state.bodies[-1]["response_format"]["json_schema"]["name"] == "Pet"
 
 
+@pytest.mark.parametrize("model", ["toolbox", "atlas"])
+def test_streams_from_an_http_endpoint_are_live(tools_gw, upstream, model):
+    """The upstream holds its second word back until the client has the first: a gateway that waited for
+    the whole reply would make it wait in vain (counted in gate_timeouts)."""
+    app = upstream[1]
+    app.state.gate.clear()
+    timeouts = app.state.gate_timeouts
+    pieces, usage = [], None
+    for chunk in client(tools_gw).chat.completions.create(model=model, messages=ASK_WEATHER, stream=True,
+                                                          stream_options={"include_usage": True}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+            app.state.gate.set()
+        usage = chunk.usage or usage
+    assert app.state.gate_timeouts == timeouts  # the first word reached the client before the upstream went on
+    roles = "system,user" if model == "atlas" else "user"
+    text = f"roles={roles}; last=What is the weather in Paris?"
+    assert "".join(pieces) == text and len(pieces) == len(text.split(" "))  # the upstream's chunks, one word each
+    assert (usage.prompt_tokens, usage.completion_tokens) == (11, len(pieces))  # the upstream's own count
+
+
 def test_routed_requests_carry_conversations_and_tools_to_direct_pairs(tools_gw, upstream):
     c = client(tools_gw)
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},

@@ -38,6 +38,7 @@ def get_weather(city: str) -> str:
 @pytest.fixture(scope="module")
 def gw():
     app = create_tools_upstream()
+    app.state.gate.set()  # its streams go on without waiting for the client (the live test is elsewhere)
     with running_server(app) as url:
         with gateway(http_pool(url, ["toolbox"], tools=[NONE_TOOL])) as gateway_url:
             yield gateway_url

@@ -8,19 +8,27 @@
   object with the schema's properties, strings set to the last user text, integers to the turn count;
 - otherwise: "roles=<roles of the messages it got>; last=<last user text>", so a test can see whether a
   conversation arrived as turns; ``n`` choices, each with logprobs when asked.
+With ``stream`` (and no tools): server-sent events, one word a chunk; after the first word it waits
+until the test sets ``app.state.gate`` (a threading.Event), counting in ``app.state.gate_timeouts`` the
+times it gave up waiting (10 s), so a test sees whether its client got the first word before the last.
 Every request body is kept in ``app.state.bodies``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 
 def create_tools_upstream() -> FastAPI:
     app = FastAPI()
     app.state.bodies = []
+    app.state.gate = threading.Event()
+    app.state.gate_timeouts = 0
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -56,10 +64,30 @@ def create_tools_upstream() -> FastAPI:
                                      "top_logprobs": [{"token": w, "logprob": -0.5, "bytes": list(w.encode())}]
                                      [: body.get("top_logprobs") or 0]} for w in words],
                         "refusal": None}
+        if body.get("stream") and message["content"]:
+            return StreamingResponse(_events(body["model"], message["content"]), media_type="text/event-stream")
         choices = [{"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish}
                    for i in range(body.get("n") or 1)]
         return {"id": "up", "object": "chat.completion", "created": 0, "model": body["model"], "choices": choices,
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+
+    async def _events(model: str, text: str):
+        def event(delta: dict, finish: str | None = None, **extra) -> str:
+            chunk = {"id": "up", "object": "chat.completion.chunk", "created": 0, "model": model,
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        words = text.split(" ")
+        yield event({"role": "assistant", "content": ""})
+        yield event({"content": words[0]})
+        if not await asyncio.to_thread(app.state.gate.wait, 10):
+            app.state.gate_timeouts += 1
+        for word in words[1:]:
+            yield event({"content": " " + word})
+        yield event({}, "stop")
+        usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
+        yield f"data: {json.dumps({'id': 'up', 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
 
     @app.get("/v1/models")
     async def models():

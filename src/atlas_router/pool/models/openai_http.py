@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ import httpx
 from atlas_router.config import ModelSpec
 from atlas_router.errors import BackendError
 from atlas_router.pool.models import http_clients
-from atlas_router.pool.models.base import ChatModel, Completion, Message, SamplingParams
+from atlas_router.pool.models.base import ChatModel, Completion, Delta, Message, SamplingParams
 from atlas_router.pool.models.cache import ResponseCache
 from atlas_router.pool.models.tokens import count_message_tokens, count_tokens
 
@@ -122,6 +123,63 @@ class OpenAIChatModel(ChatModel):
                 await asyncio.sleep(max(delay, backoff))
         tries = self.spec.max_retries + 1
         raise BackendError(f"model '{self.name}' at {self.base_url}: {last} ({tries} tries)")
+
+    async def _stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
+        """The reply as the endpoint streams it (server-sent events), so a stream through the gateway is
+        live end to end. Requests that need the whole reply (tools, n > 1, logprobs) are answered whole.
+        No retries: the gateway falls back to another pair before the first token instead. Each stream
+        has a connection of its own: generation takes seconds, a loopback or LAN connect far less, and
+        the shared keep-alive pool stays with the short calls."""
+        if params.tools or params.n > 1 or params.logprobs:
+            async for delta in super()._stream(messages, params):
+                yield delta
+            return
+        body = {**self._payload(messages, params), "stream": True, "stream_options": {"include_usage": True}}
+        where = f"model '{self.name}' at {self.base_url}"
+        pieces: list[str] = []
+        finish, usage = None, {}
+        self._http()  # this event loop's semaphore
+        try:
+            async with self._sem, httpx.AsyncClient(timeout=self.spec.timeout_s) as http:
+                async with http.stream("POST", f"{self.base_url}/chat/completions", json=body,
+                                       headers=self._headers) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        self._parse(response, messages)  # raises for every error status
+                        raise BackendError(f"{where}: HTTP {response.status_code} to a streamed request")
+                    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                        await response.aread()  # an endpoint that ignores "stream" answers whole
+                        whole = self._parse(response, messages)
+                        yield Delta(whole.text, whole)
+                        return
+                    async for line in response.aiter_lines():
+                        data = line[5:].strip() if line.startswith("data:") else ""
+                        if not data:
+                            continue
+                        if data == "[DONE]":
+                            break
+                        event = json.loads(data)
+                        if event.get("error"):
+                            raise BackendError(f"{where}: error while streaming: {str(event['error'])[:300]}")
+                        usage = event.get("usage") or usage
+                        for choice in event.get("choices") or []:
+                            finish = choice.get("finish_reason") or finish
+                            text = (choice.get("delta") or {}).get("content") or ""
+                            if text:
+                                pieces.append(text)
+                                yield Delta(text)
+        except _Retryable as err:
+            raise BackendError(f"{where}: {err}") from None
+        except httpx.TimeoutException:
+            raise BackendError(f"{where}: timeout after {self.spec.timeout_s:g}s") from None
+        except httpx.TransportError as err:
+            raise BackendError(f"{where}: connection failed: {type(err).__name__}: {err}".rstrip(": ")) from None
+        except (json.JSONDecodeError, AttributeError, TypeError) as err:
+            raise BackendError(f"{where}: malformed stream event ({type(err).__name__})") from None
+        text = "".join(pieces)
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        yield Delta("", Completion(text, prompt if isinstance(prompt, int) else count_message_tokens(messages),
+                                   completion if isinstance(completion, int) else count_tokens(text), finish or "stop"))
 
     def _parse(self, response: httpx.Response, messages: list[Message]) -> Completion:
         if response.status_code in RETRY_STATUS:
