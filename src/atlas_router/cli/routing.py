@@ -51,6 +51,7 @@ def fit(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Fit a router on records and save it to one file (with a manifest)."""
+    from atlas_router.records.feedback import training_records
     from atlas_router.routers import make_router
 
     name = ALIASES.get(router, router)
@@ -68,7 +69,11 @@ def fit(
     elif name == "knn" and k is not None:
         params["k"] = k
     r = make_router(name, **params)
-    df = load_records(records, "--records")
+    df, notes = training_records(load_records(records, "--records"))  # gateway feedback scores its answers
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    if df.empty:
+        raise AtlasError(f"{records}: no records left to fit on (see the notes above)")
     r.fit(df, _encoder(encoder) if r.uses_encoder else None)
     path = r.save(out)
     manifest = r.manifest()

@@ -2,7 +2,8 @@
 
 ``POST /v1/chat/completions`` (streamed as server-sent events or not): model ``atlas`` (or
 ``atlas-cluster``, ``atlas-rl``, ``atlas-hybrid``) routes, a pool model name passes through.
-``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (also SIGHUP).
+``POST /v1/feedback`` (with ``records`` set: serve/feedback.py), ``GET /v1/models``, ``GET /health``,
+``GET /metrics`` (Prometheus), ``POST /admin/reload`` (also SIGHUP).
 Keys are checked and oversized bodies refused in ASGI middleware, before a body is read or parsed; when
 keys are set, /admin and /metrics want an admin key (an API key is not enough).
 
@@ -35,6 +36,7 @@ from atlas_router.pool.pool import Pool
 from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.auth import KeyRing, bearer_token
 from atlas_router.serve.controller import Answer, Controller, GatewayError, Overrides
+from atlas_router.serve.feedback import FeedbackError, online_routers, take_feedback
 from atlas_router.serve.logs import gateway_logger
 from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics
 from atlas_router.serve.openai_schema import (
@@ -45,6 +47,7 @@ from atlas_router.serve.openai_schema import (
     error_body,
     parse_chat_request,
 )
+from atlas_router.serve.records_sink import RecordSink
 from atlas_router.serve.registry import DefaultRule, RouterRegistry
 from atlas_router.serve.settings import GatewaySettings
 
@@ -234,6 +237,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     holder: dict[str, Controller] = {}
     registry = RouterRegistry(DefaultRule(lambda: holder["c"].pool.config))
     loaders = router_loaders or {}
+    if settings.records is not None:  # feedback moves cluster routers' decisions at once (serve/feedback.py)
+        routers, loaders = online_routers(routers or {}, loaders, settings.records.dir)
     for name, router in (routers or {}).items():
         registry.register(name, router, loader=loaders.get(name))
     for name, load in loaders.items():
@@ -246,6 +251,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     metrics.queued.set_function(lambda: admission.waiting)
     log = gateway_logger()
     background: set[asyncio.Task[Any]] = set()
+    rec = settings.records
+    sink = RecordSink(rec.dir, rec.prompts, rec.flush_s) if rec is not None else None  # records of answers, feedback
 
     async def reload(source: str) -> dict[str, Any]:
         try:
@@ -267,6 +274,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if handle_sighup and hasattr(signal, "SIGHUP"):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        if sink is not None:
+            sink.start()
         for name, error in (await asyncio.to_thread(registry.warm)).items():
             log.warning("router failed its warm-up query", extra={"event": "warm", "router": name, "error": error})
         log.info("gateway started", extra={"event": "start", "models": controller.model_names(),
@@ -277,6 +286,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
             if handle_sighup and hasattr(signal, "SIGHUP"):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             await controller.aclose()
+            if sink is not None:
+                await sink.aclose()
             log.info("gateway stopped", extra={"event": "stop"})
 
     app = FastAPI(title="atlas-router gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -360,12 +371,16 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
             async def done(final: Answer, failure: BaseException | None) -> None:
                 await stack.aclose()
                 account(final)
+                if sink is not None and failure is None:
+                    sink.answered(request_id, req, final, fields["key_id"])
                 log.info("request answered" if failure is None else "stream failed",
                          extra={**fields, "cost": final.cost, "error": str(failure) if failure else None})
 
             return StreamingResponse(_sse(answer, req, request_id, fingerprint, done), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
         account(answer)
+        if sink is not None:
+            sink.answered(request_id, req, answer, fields["key_id"])
         log.info("request answered", extra={**fields, "cost": answer.cost})
         choices = [choice_body(0, answer.text, answer.finish_reason, answer.tool_calls, answer.logprobs)]
         choices += [choice_body(i, c.text, c.finish_reason, c.tool_calls, c.logprobs)
@@ -373,6 +388,15 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         body = completion_body(req.model, choices, answer.input_tokens, answer.output_tokens, fingerprint,
                                extra={"id": request_id, "atlas": answer.atlas_field()})
         return JSONResponse(body, headers=headers)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        """A score for an answer (serve/feedback.py): a record, and counts for the online router."""
+        try:
+            body = await take_feedback(await request.body(), sink, registry, getattr(request.state, "key_id", None))
+        except FeedbackError as err:
+            return _error_response(err.status, str(err), "invalid_request_error", err.code, param=err.param)
+        return JSONResponse(body)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -16,6 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from atlas_router.errors import ConfigError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RecordsSettings(BaseModel):
+    """Where the gateway writes a record per answered request, and how much of the prompt it keeps
+    (off: none, hashed: a salted hash, full: the text; only full records can refit a router)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dir: str
+    prompts: Literal["off", "hashed", "full"] = "off"
+    flush_s: float = Field(5.0, gt=0)
 
 
 class GatewaySettings(BaseModel):
@@ -35,6 +46,7 @@ class GatewaySettings(BaseModel):
     breaker_cooldown_s: float = Field(30.0, gt=0)
     metrics_public: bool | None = None  # None: public only while the gateway has no keys
     graceful_timeout_s: float = Field(30.0, gt=0)
+    records: RecordsSettings | None = None  # off unless set (atlas serve --records DIR)
 
     @field_validator("api_keys_sha256", "admin_keys_sha256")
     @classmethod
