@@ -193,7 +193,7 @@ def test_agreement_measures():
     assert (lab["n"], lab["covered"]) == (6, 5)
     assert lab["accuracy"] == pytest.approx(4 / 5)  # only q3/a disagrees
     assert lab["gold_positive_rate"] == pytest.approx(3 / 5) and lab["judge_positive_rate"] == pytest.approx(4 / 5)
-    assert lab["majority_rate"] == pytest.approx(3 / 5)
+    assert lab["majority_rate"] == pytest.approx(3 / 5) and lab["distinct_judge_scores"] == 2
     assert lab["auc"] == pytest.approx(0.75)  # positives {8/9 x3} vs negatives {1/9, 8/9}: 3 ordered, 3 ties
     pref = preference_agreement(gold, judged)
     # gold separates q1 (a>b, judge agrees) and q3 (b>a, judge ties: 1/2); q2 is not separated by gold

@@ -78,13 +78,14 @@ def label_agreement(gold: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"n": int(len(m)), "covered": int(len(covered)),
                            "coverage": float(len(covered) / len(m))}
     if covered.empty:
-        return {**out, "accuracy": math.nan, "kappa": math.nan, "auc": math.nan, "majority_rate": math.nan,
+        return {**out, "distinct_judge_scores": 0, "accuracy": math.nan, "kappa": math.nan, "auc": math.nan, "majority_rate": math.nan,
                 "gold_positive_rate": math.nan, "judge_positive_rate": math.nan}
     y = (covered["score_gold"].to_numpy() >= 0.5).astype(int)
     p = (covered["score_judge"].to_numpy() >= 0.5).astype(int)
     both = len(set(y)) == 2
     kappa = float(cohen_kappa_score(y, p)) if both or len(set(p)) == 2 else math.nan
     return {**out,
+            "distinct_judge_scores": int(covered["score_judge"].nunique()),
             "accuracy": float((y == p).mean()),
             "kappa": kappa,
             "auc": float(roc_auc_score(y, covered["score_judge"].to_numpy())) if both else math.nan,
