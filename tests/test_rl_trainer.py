@@ -91,7 +91,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 9))
     assert all(EXPECTED_METRICS <= set(r) for r in rows)
     data = json.loads(report.read_text())
-    assert set(data["before"]) == {"reward", "format_valid", "accuracy"} and data["ppo_steps"] == 8
+    assert {"reward", "reward_fmt", "reward_out", "reward_sel", "format_valid", "accuracy", "accuracy_ci95"} <= set(data["before"])
+    assert data["ppo_steps"] == 8 and data["before"]["n"] == data["held_out_queries"]
     assert (run_dir / "training.png").stat().st_size > 10_000
     assert (run_dir / "policy" / "atlas_policy.json").is_file() and (run_dir / "policy" / "critic.pt").is_file()
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())

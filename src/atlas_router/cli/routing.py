@@ -143,6 +143,7 @@ def evaluate(
     k: Optional[int] = typer.Option(None, "--k", help="Clusters of atlas-cluster (default: chosen by cross-validation)."),
     seed: int = typer.Option(0, "--seed"),
     test_size: float = typer.Option(0.3, "--test-size", help="Held-out fraction of queries when --test is not given."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="RL policy directory (atlas train-rl) for the rl and hybrid routers."),
 ) -> None:
     """Fit every router on --train, replay them on --test, print tables and write JSON / a report."""
     from atlas_router.eval.run import parse_router_list, run_evaluation
@@ -161,6 +162,7 @@ def evaluate(
         train_df, test_df = split_records(train_df, test_size=test_size, seed=seed)
     ev = run_evaluation(train_df, test_df, names, alpha=alpha, encoder=_encoder(encoder) if encoder else None,
                         seed=seed, k=k, ood=ood_list, chat_model=chat_model, pool_config=pool_config,
+                        router_params={"rl": {"policy": policy}, "hybrid": {"policy": policy, "k": k}},
                         progress=lambda m: console.print(f"[dim]{m}[/]"))
     ev.notes = notes + ev.notes
     _print_tables(ev)

@@ -27,6 +27,10 @@ from atlas_router.eval.replay import (
 DEFAULT_ROUTERS = ["atlas-cluster", "random", "best-single", "oracle", "knn", "mlp", "bert", "routerdc"]
 LLM_ROUTERS = ["zero-shot", "few-shot"]
 FRONTIER_ROUTERS = {"atlas-cluster", "oracle", "knn", "mlp", "bert", "routerdc"}
+# Routers that exist only inside an evaluation: they wrap a trained RL policy directory (--policy), not a
+# router file, so they are not in the router registry (whose members all save and load).
+EVAL_ONLY_ROUTERS = {"rl": "atlas_router.rl.eval_routers:PolicyRouter",
+                     "hybrid": "atlas_router.rl.eval_routers:HybridPolicyRouter"}
 DEFAULT_ALPHAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
@@ -89,10 +93,10 @@ def parse_router_list(text: str | None, with_llm: bool) -> list[str]:
     if not text or text.strip() == "all":
         return DEFAULT_ROUTERS + (LLM_ROUTERS if with_llm else [])
     names = [n.strip() for n in text.split(",") if n.strip()]
-    known = set(router_names())
+    known = [*router_names(), *EVAL_ONLY_ROUTERS]
     bad = [n for n in names if n not in known]
     if bad:
-        raise AtlasError(f"unknown router(s): {', '.join(bad)}; known: {', '.join(router_names())}")
+        raise AtlasError(f"unknown router(s): {', '.join(bad)}; known: {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
@@ -150,7 +154,7 @@ def run_evaluation(
                 notes.append(f"{name}: skipped (needs a pool with a live model: --pool)")
                 continue
             params.update(model=chat_model, pool=pool_config)
-        router = make_router(name, **params)
+        router = _make_router(name, **params)
         say(f"fitting {name}")
         t0 = time.perf_counter()
         router.fit(train, encoder)
@@ -181,6 +185,15 @@ def run_evaluation(
         test_benchmarks=benchmarks_of(test), ood=list(ood) if ood else None, notes=notes, routers=fitted,
         embedded=embedded, references=refs,
     )
+
+
+def _make_router(name: str, **params: Any) -> Router:
+    if name in EVAL_ONLY_ROUTERS:
+        import importlib
+
+        module, _, attr = EVAL_ONLY_ROUTERS[name].partition(":")
+        return getattr(importlib.import_module(module), attr)(**params)
+    return make_router(name, **params)
 
 
 def _references(train: pd.DataFrame, replay: ReplayTable) -> dict[str, Any]:

@@ -103,7 +103,7 @@ class PPOConfig(_Strict):
 
 
 class WarmStartConfig(_Strict):
-    """Supervised warm start on expert trajectories built from records (0 steps: none)."""
+    """Supervised warm start on grammar-only demonstrations (random pairs, answer copied; 0 steps: none)."""
 
     steps: int = Field(0, ge=0)
     batch_size: int = Field(16, ge=1)

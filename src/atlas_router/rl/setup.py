@@ -12,13 +12,13 @@ from atlas_router.config import PoolConfig, load_pool_config
 from atlas_router.errors import AtlasError
 from atlas_router.rl.config import TrainConfig
 from atlas_router.rl.env import ROUTE_LIMIT_NOTE, LiveExecutor, RoutingEnv
-from atlas_router.rl.expert import expert_think
 from atlas_router.rl.policies import TinySpec, load_policy, load_smollm2, smollm2_tokenizer, tiny_model, vocab_subset
 from atlas_router.rl.protocol import ROUTE_SEP, PoolView, information_block, system_prompt
 from atlas_router.rl.replay import ReplayExecutor, ReplayTable, Task
 from atlas_router.rl.rewards import OutcomeJudge, RewardConfig, grader_judge
 from atlas_router.rl.rollout import SamplingConfig
 from atlas_router.rl.suite import suite_pool, suite_records
+from atlas_router.rl.warm_start import grammar_turns
 
 
 @dataclass
@@ -52,22 +52,30 @@ def load_records(cfg: TrainConfig) -> pd.DataFrame:
 
 
 def policy_texts(pool: PoolView, records: pd.DataFrame, max_routes: int) -> list[str]:
-    """Every text a policy must write or read for this pool and these records, in context.
+    """Every text a policy must write or read, in context, from the TRAINING records and the pool only.
 
     BPE merges depend on the neighbouring characters (``".</"`` is not ``"</"``), so whole turns are
-    listed: expert-style routes to every pair, information blocks and answers of every record.
+    listed: the warm start's routes to every recorded pair, information blocks and answers. Held-out
+    queries never shape the vocabulary; single printable characters are always in it, so any name a
+    grown pool brings can still be spelled.
     """
     texts = [system_prompt(pool, max_routes), ROUTE_LIMIT_NOTE, ROUTE_SEP]
     texts += [m.name for m in pool.models] + [t.name for t in pool.tools]
+    texts += [chr(c) for c in range(32, 127)]
     for row in records.to_dict("records"):
-        task = Task(question=str(row.get("query") or ""), domain=str(row.get("domain") or ""))
+        question = str(row.get("query") or "")
         model, tool = str(row.get("model")), str(row.get("tool") or "none")
         answer = str(row.get("answer") or "")
-        texts.append(f"<think>{expert_think(task, model, tool)}</think>\n<search>{model}{ROUTE_SEP}{tool}: {task.question}</search>")
+        texts += list(grammar_turns((model, tool), question, answer))
         texts.append(information_block(f"{model}{ROUTE_SEP}{tool}: {row.get('response') or answer}"))
-        texts.append(f"<answer>{answer}</answer>")
-        texts.append(f"<answer>{row.get('reference') or ''}</answer>")
     return texts
+
+
+def training_records(records: pd.DataFrame, splits: Sequence[str]) -> pd.DataFrame:
+    """The rows of the training split(s): all a policy may learn from, its vocabulary included."""
+    if "split" not in records.columns:
+        return records
+    return records[records["split"].astype(str).isin(list(splits))]
 
 
 def build_policy(cfg: TrainConfig, pool: PoolView, records: pd.DataFrame) -> tuple[Any, Any]:
@@ -79,7 +87,8 @@ def build_policy(cfg: TrainConfig, pool: PoolView, records: pd.DataFrame) -> tup
         return tokenizer, actor
     tokenizer = smollm2_tokenizer()
     spec = TinySpec(layers=p.tiny.layers, hidden=p.tiny.hidden, heads=p.tiny.heads, intermediate=p.tiny.intermediate)
-    vocab = vocab_subset(tokenizer, policy_texts(pool, records, cfg.env.max_routes)) if p.tiny.subset_vocab else None
+    train = training_records(records, cfg.data.train_splits)
+    vocab = vocab_subset(tokenizer, policy_texts(pool, train, cfg.env.max_routes)) if p.tiny.subset_vocab else None
     return tokenizer, tiny_model(tokenizer, spec, seed=p.seed, vocab=vocab)
 
 

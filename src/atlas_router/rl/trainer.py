@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from atlas_router.rl.config import TrainConfig
-from atlas_router.rl.expert import expert_demos, warm_start
+from atlas_router.rl.warm_start import grammar_demos, warm_start
 from atlas_router.rl.plots import plot_metrics
 from atlas_router.rl.policies import (
     ValueModel,
@@ -140,8 +140,8 @@ class PPOTrainer:
         else:
             ws = self.cfg.warm_start
             if ws.steps > 0:
-                demos = await expert_demos(self.tokenizer, self.parts.env, self.parts.table, self.parts.train_tasks)
-                self.log(f"warm start: {len(demos)} expert trajectories, {ws.steps} steps")
+                demos = await grammar_demos(self.tokenizer, self.parts.env, self.parts.train_tasks, seed=self.cfg.seed)
+                self.log(f"warm start (grammar only, random pairs): {len(demos)} demonstrations, {ws.steps} steps")
                 self.warm_start_losses = warm_start(self.actor, demos, steps=ws.steps, batch_size=ws.batch_size,
                                                     lr=ws.lr, pad_id=self.pad_id, seed=self.cfg.seed, log=self.log)
                 save_policy(ref_dir, self.tokenizer, self.actor, meta=self._meta())

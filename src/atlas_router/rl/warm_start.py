@@ -1,8 +1,11 @@
-"""Expert trajectories from records and the supervised warm start that imitates them.
+"""The grammar-only warm start: imitation that teaches the protocol and nothing about which pair pays.
 
-An expert trajectory routes the question once to its optimal pair (best recorded score, then lowest
-cost), reads the replayed observation, and answers with what that pair answered. It is built by the
-same environment the policy trains in, so the warm start teaches exactly the protocol PPO rewards.
+A demonstration routes the question to a pair drawn uniformly at random from the pool, reads the
+replayed observation, and copies that pair's answer into ``<answer>`` — right or wrong. So after the
+warm start the policy writes valid trajectories, copies what comes back, and chooses pairs at random;
+which pair to choose for which question it can only learn from the reward (PPO). This is what makes the
+learning measurable: nothing a policy imitated can explain an accuracy above the random-pair baseline.
+Demonstrations are built by the same environment the policy trains in.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ import torch
 
 from atlas_router.rl.env import RoutingEnv
 from atlas_router.rl.ppo import collate, sft_loss
-from atlas_router.rl.replay import ReplayTable, Task
+from atlas_router.rl.protocol import ROUTE_SEP
+from atlas_router.rl.replay import Task
 from atlas_router.rl.rollout import prompt_ids
+
+# The same reasoning for every question: it must carry no hint of which pair suits which question.
+GRAMMAR_THINK = "I route the question to one model and tool, then answer with what comes back."
 
 
 @dataclass
@@ -29,33 +36,34 @@ class Demo:
     mask: list[int]
 
 
-def expert_think(task: Task, model: str, tool: str) -> str:
-    kind = task.domain.replace("_", " ") if task.domain else ""
-    lead = f"This is a {kind} question" if kind else "For this question"
-    return f"{lead}; {model} with {tool} is the best choice."
+def grammar_turns(pair: tuple[str, str], question: str, answer: str) -> tuple[str, str]:
+    """(first turn, final turn) of a demonstration: route ``question`` to ``pair``, answer ``answer``."""
+    model, tool = pair
+    first = f"<think>{GRAMMAR_THINK}</think>\n<search>{model}{ROUTE_SEP}{tool}: {question}</search>"
+    return first, f"<answer>{answer}</answer>"
 
 
-async def expert_demos(tokenizer: Any, env: RoutingEnv, table: ReplayTable, tasks: Sequence[Task]) -> list[Demo]:
-    """One demonstration per task that has an optimal pair in the records."""
+async def grammar_demos(tokenizer: Any, env: RoutingEnv, tasks: Sequence[Task], *, seed: int = 0) -> list[Demo]:
+    """One demonstration per task, each routed to a uniformly random pair (seeded), answer copied from
+    the observation. Tasks whose drawn pair fails or answers nothing are skipped."""
+    rng = random.Random(seed)
+    pairs = env.pool.pairs()
     demos: list[Demo] = []
     eos = tokenizer.eos_token_id
     for task in tasks:
-        optimal = table.optimal_pairs(task.question)
-        if not optimal:
-            continue
-        model, tool = sorted(optimal)[0]
+        pair = rng.choice(pairs)
         episode = env.reset(task.question)
-        first = f"<think>{expert_think(task, model, tool)}</think>\n<search>{model}@@{tool}: {task.question}</search>"
+        first, _ = grammar_turns(pair, task.question, "")
         obs = await env.step(episode, first)
-        if obs is None:
-            continue
         outcome = episode.turns[-1].outcome
-        answer = (outcome.answer if outcome else "") or task.reference
-        second = f"<answer>{answer}</answer>"
+        if obs is None or outcome is None or outcome.error or not outcome.answer.strip():
+            continue
+        _, second = grammar_turns(pair, task.question, outcome.answer.strip())
         t1 = list(tokenizer.encode(first, add_special_tokens=False))
         o = list(tokenizer.encode(obs, add_special_tokens=False))
         t2 = list(tokenizer.encode(second, add_special_tokens=False)) + ([eos] if eos is not None else [])
-        demos.append(Demo(prompt_ids(tokenizer, env, task.question), t1 + o + t2, [1] * len(t1) + [0] * len(o) + [1] * len(t2)))
+        demos.append(Demo(prompt_ids(tokenizer, env, task.question), t1 + o + t2,
+                          [1] * len(t1) + [0] * len(o) + [1] * len(t2)))
     return demos
 
 
