@@ -216,8 +216,9 @@ def test_atlas_serve_feedback_survives_restart_and_atlas_fit_follows_it(upstream
     _base_router(router_file)
     pool_file, config = tmp_path / "pool.yaml", tmp_path / "gateway.yaml"
     pool_file.write_text(yaml.safe_dump(pool_config(upstream, ["cheap", "strong"], prices=PRICES)))
-    config.write_text(yaml.safe_dump({"records": {"dir": str(store), "prompts": "full", "flush_s": 0.2}}))
-    args = ["--pool", str(pool_file), "--router", str(router_file), "--config", str(config)]
+    config.write_text(yaml.safe_dump({"records": {"dir": str(tmp_path / "elsewhere"), "flush_s": 0.2}}))
+    args = ["--pool", str(pool_file), "--router", str(router_file), "--config", str(config), "--records", str(store),
+            "--record-prompts", "full"]
 
     proc, gw = _serve(args, env)
     try:
@@ -249,6 +250,7 @@ def test_atlas_serve_feedback_survives_restart_and_atlas_fit_follows_it(upstream
     finally:
         _stop(proc)
 
+    assert not (tmp_path / "elsewhere").exists()  # --records wins over the config's records.dir
     df = RecordStore(store).load()
     assert (df["source"] == "feedback").sum() == 2 * len(ARITHMETIC + HISTORY)
     assert (df["source"] == "gateway").sum() == 2 * len(ARITHMETIC + HISTORY) + 5

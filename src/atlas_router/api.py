@@ -37,12 +37,15 @@ def read_records(records: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame
 
 def fit(records: pd.DataFrame | str | os.PathLike[str], router: str = "atlas-cluster",
         encoder: Encoder | str | None = None, **settings: Any) -> Router:
-    """A router (registry name, e.g. atlas-cluster, knn, best-single) fitted on ``records``.
+    """A router (registry name, e.g. atlas-cluster, knn, best-single) fitted on ``records`` (gateway records
+    with their feedback applied: ``atlas_router.records.feedback``).
 
     ``encoder`` is an Encoder or a spec (``hashing``, ``sentence-transformers``, ``openai:MODEL@URL``);
     ``settings`` go to the router (alpha, k, seed, ...)."""
+    from atlas_router.records.feedback import training_records
+
     r = make_router(ALIASES.get(router, router), **settings)
-    df = read_records(records)
+    df, _notes = training_records(read_records(records))  # gateway answers scored by their feedback, as atlas fit
     if df.empty:
         raise AtlasError("no records to fit on")
     enc = encoder if isinstance(encoder, Encoder) or encoder is None else build_encoder(encoder)

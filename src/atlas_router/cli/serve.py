@@ -7,7 +7,7 @@ SIGTERM/SIGINT stop accepting connections and let in-flight requests finish (up 
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -23,6 +23,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def records_settings(directory: Optional[str], prompts: Optional[str], configured: Any):
+    """``records`` settings from --records/--record-prompts over the config's (flush interval kept)."""
+    from atlas_router.serve.settings import RecordsSettings
+
+    base = configured.model_dump() if configured is not None else {}
+    if not (directory or base.get("dir")):
+        raise AtlasError("--record-prompts needs a record store: give --records DIR (or records.dir in --config)")
+    base.update(**({"dir": directory} if directory else {}), **({"prompts": prompts} if prompts else {}))
+    try:
+        return RecordsSettings.model_validate(base)
+    except ValueError:
+        raise AtlasError(f"--record-prompts must be off, hashed or full, not {prompts!r}") from None
+
+
 def serve(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
     router: Optional[list[str]] = typer.Option(
@@ -35,6 +49,10 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the on-disk response cache."),
+    records: Optional[str] = typer.Option(None, "--records", help="Record store directory: a record per answered "
+                                          "request, and POST /v1/feedback (overrides the config's records.dir)."),
+    record_prompts: Optional[str] = typer.Option(None, "--record-prompts", help="Prompt text in the records: off, "
+                                                 "hashed (salted HMAC) or full (needed to refit); default off."),
 ) -> None:
     """Serve POST /v1/chat/completions (model 'atlas' routes; pool model names pass through)."""
     from atlas_router.serve.auth import scrub_key_environ
@@ -52,6 +70,8 @@ def serve(
         raise AtlasError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     configure_json_logging(log_level)
     settings = load_gateway_settings(config)
+    if records or record_prompts:  # --records DIR: a record per answer, and POST /v1/feedback (serve/records_sink.py)
+        settings = settings.model_copy(update={"records": records_settings(records, record_prompts, settings.records)})
     keys = KeyRing.from_sources(settings.api_keys_sha256)
     if not keys.enabled and not _is_loopback(host):
         raise AtlasError(f"refusing to serve on {host} without API keys: set ATLAS_API_KEYS or api_keys_sha256 "
