@@ -18,7 +18,7 @@ from atlas_router.errors import AtlasError
 from atlas_router.records.prompts import read_prompts
 from atlas_router.records.store import RecordStore
 from support.deterministic_upstream import answer_for, create_deterministic_app
-from support.judge_upstream import create_judge_app
+from support.judge_upstream import create_judge_app, is_right
 from support.servers import running_server
 
 PROMPTS = [f"A shop sells {i} pens and {i + 3} pencils. Reply with {i * 7 + 1}" for i in range(1, 25)]
@@ -189,3 +189,22 @@ def test_judge_failure_writes_nothing_and_rerun_retries(tmp_path, upstream, judg
     assert len(RecordStore(tmp_path / "o").load()) == 0
     ok = atlas(*collect_cmd(pool, tmp_path / "o", prompts, f"judge:fair@{judge_url}/v1", "--json")[3:])
     assert ok.returncode == 0 and json.loads(ok.stdout)["added"] == 8
+
+
+def test_benchmark_graded_by_a_judge_keeps_the_gold_reference(tmp_path, upstream, judge, shared_data):
+    judge_url, _ = judge
+    pool = pool_file(tmp_path, upstream)
+    grader = f"judge-verdict:fair@{judge_url}/v1"
+    done = atlas("collect", "--pool", pool, "--benchmark", "gsm8k", "--path",
+                 shared_data / "benchmarks" / "gsm8k" / "test.jsonl", "--limit", "3", "--pairs", "*@@none",
+                 "--grader", grader, "--out", tmp_path / "o", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["grader"] == grader
+    df = RecordStore(tmp_path / "o").load()
+    assert len(df) == 6 and set(df["grader"]) == {grader} and (df["reference"] != "").all()
+    for r in df.itertuples():  # the judge's rule (answer == the question's last number), not the gold answer
+        assert r.score == float(is_right(r.query, r.response))
+    gold = atlas("collect", "--pool", pool, "--benchmark", "gsm8k", "--path",
+                 shared_data / "benchmarks" / "gsm8k" / "test.jsonl", "--limit", "3", "--pairs", "*@@none",
+                 "--out", tmp_path / "g", "--json")
+    assert gold.returncode == 0 and set(RecordStore(tmp_path / "g").load()["grader"]) == {"gold:gsm8k"}
