@@ -79,6 +79,11 @@ def test_metrics_and_admin_take_their_own_key(upstream):
         assert httpx.post(f"{gw}/admin/reload", headers=as_user).status_code == 403
         assert httpx.post(f"{gw}/admin/reload", headers=as_admin).json()["status"] == "reloaded"
         assert httpx.get(f"{gw}/v1/models", headers=as_admin).status_code == 401  # an admin key is not an API key
+    with gateway(http_pool(upstream, ["echo"]), admin_keys=admin_ring) as gw:  # admin keys only: /v1 stays open
+        assert httpx.get(f"{gw}/v1/models").status_code == 200
+        assert httpx.get(f"{gw}/metrics").status_code == 401
+        assert httpx.post(f"{gw}/admin/reload").status_code == 401
+        assert httpx.post(f"{gw}/admin/reload", headers={"authorization": f"Bearer {admin}"}).status_code == 200
     with gateway(http_pool(upstream, ["echo"]), keys=ring, metrics_public=True) as gw:
         assert httpx.get(f"{gw}/metrics").status_code == 200  # an operator may publish /metrics on purpose
         assert httpx.post(f"{gw}/admin/reload", headers={"authorization": f"Bearer {KEY}"}).status_code == 403

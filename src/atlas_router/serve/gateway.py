@@ -130,7 +130,7 @@ class AuthMiddleware:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         admin = self._admin_path(path)
-        if not admin and not path.startswith("/v1/"):
+        if not admin and (not path.startswith("/v1/") or not self.keys.enabled):  # admin keys alone leave /v1 open
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         token = bearer_token(headers.get(b"authorization", b"").decode("latin-1") or None,
@@ -292,7 +292,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
 
     app = FastAPI(title="atlas-router gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    metrics_public = settings.metrics_public if settings.metrics_public is not None else not keys.enabled
+    metrics_public = (settings.metrics_public if settings.metrics_public is not None
+                      else not (keys.enabled or admin_keys.enabled))  # default: public only with no keys at all
     app.add_middleware(AuthMiddleware, keys=keys, metrics_public=metrics_public, admin_keys=admin_keys)
     app.state.controller = controller
     app.state.metrics = metrics
