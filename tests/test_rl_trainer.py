@@ -69,7 +69,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     run_dir, report = tmp_path / "run", tmp_path / "report.json"
     first = _run(cfg_path, run_dir, report)
     marker = run_dir / "checkpoints" / "step-000002" / "state.json"
-    deadline = time.time() + 180
+    deadline = time.time() + 600  # generous: a busy shared machine runs the warm start slowly
     while not marker.exists():
         assert first.poll() is None, first.communicate()[1][-2000:]
         assert time.time() < deadline, "no checkpoint appeared"
