@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,36 +29,10 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _loopback import free_port, run, run_upstream, wait_up  # noqa: E402
+from _report import check, check_true, finish  # noqa: E402
 
 LEVELS = (1, 32, 128)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_upstream(port: int, delay: float) -> None:
-    """Child process: the fixed-latency upstream."""
-    import uvicorn
-    from _loopback import latency_upstream
-
-    uvicorn.run(latency_upstream(delay), host="127.0.0.1", port=port, log_level="warning", backlog=4096)
-
-
-def wait_up(url: str, proc_alive, timeout: float = 60) -> None:
-    """Poll ``url`` until it answers, while the process serving it is alive."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not proc_alive():
-            raise SystemExit(f"server for {url} exited during start-up")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not start in {timeout}s")
 
 
 @dataclass
@@ -81,29 +54,39 @@ class Result:
 
 
 async def drive(url: str, model: str, clients: int, total: int, time_cap_s: float) -> Result:
-    """``clients`` closed-loop clients sharing ``total`` requests, stopping early at ``time_cap_s``."""
+    """``clients`` closed-loop clients sharing ``total`` requests, stopping early at ``time_cap_s``.
+
+    Every 16 clients share one keep-alive httpx client: one httpx client with 128 connections costs
+    several times the CPU per request of eight with 16, and the load generator must not be what is
+    measured."""
     res = Result()
     left = [total]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     deadline = time.perf_counter() + time_cap_s
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
-        async def client(c: int) -> None:
-            while left[0] > 0 and time.perf_counter() < deadline:
-                left[0] -= 1
-                body = {"model": model, "messages": [{"role": "user", "content": f"What is 2 + 2? ({c}-{left[0]})"}]}
-                t0 = time.perf_counter()
-                try:
-                    r = await http.post(f"{url}/v1/chat/completions", json=body)
-                except httpx.HTTPError as err:
-                    res.errors[type(err).__name__] += 1
-                    continue
-                res.statuses[r.status_code] += 1
-                if r.status_code == 200:
-                    res.latencies.append(time.perf_counter() - t0)
+    shards = [httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
+              for _ in range((clients + 15) // 16)]
 
+    async def client(c: int) -> None:
+        http = shards[c // 16]
+        while left[0] > 0 and time.perf_counter() < deadline:
+            left[0] -= 1
+            body = {"model": model, "messages": [{"role": "user", "content": f"What is 2 + 2? ({c}-{left[0]})"}]}
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(f"{url}/v1/chat/completions", json=body)
+            except httpx.HTTPError as err:
+                res.errors[type(err).__name__] += 1
+                continue
+            res.statuses[r.status_code] += 1
+            if r.status_code == 200:
+                res.latencies.append(time.perf_counter() - t0)
+
+    try:
         start = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(clients)))
         res.wall_s = time.perf_counter() - start
+    finally:
+        for http in shards:
+            await http.aclose()
     return res
 
 
@@ -121,6 +104,9 @@ def main() -> None:
     ap.add_argument("--time-cap", type=float, default=30.0, help="seconds per level and target, at most")
     ap.add_argument("--max-concurrency", type=int, default=32)
     ap.add_argument("--max-queue", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (atlas serve --workers)")
+    ap.add_argument("--profile", default="", help="write a py-spy profile of the gateway under load to this "
+                    "folder (one speedscope file per level; needs py-spy)")
     args = ap.parse_args()
 
     up_port, gw_port = free_port(), free_port()
@@ -140,42 +126,62 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k != "ATLAS_API_KEYS"}
         gateway = subprocess.Popen([sys.executable, "-m", "atlas_router", "serve", "--pool", str(pool_file),
                                     "--config", str(cfg_file), "--port", str(gw_port), "--log-level", "warning",
-                                    "--no-cache"], env=env, stderr=subprocess.DEVNULL)
+                                    "--no-cache", "--workers", str(args.workers)], env=env, stderr=subprocess.DEVNULL)
         try:
             wait_up(f"{upstream_url}/v1/models", upstream.is_alive)
             wait_up(f"{gateway_url}/health", lambda: gateway.poll() is None)
-            asyncio.run(drive(gateway_url, "atlas", 4, 40, 10))  # warm-up: connections, first imports
+            run(drive(gateway_url, "atlas", 4, 40, 10))  # warm-up: connections, first imports
             nominal = args.max_concurrency + args.max_queue
-            print(f"gateway load: upstream latency {args.delay * 1000:g} ms; gateway admits {args.max_concurrency} "
-                  f"running + {args.max_queue} queued (nominal load: <= {nominal} clients)")
-            verdicts = []
+            print(f"gateway load: upstream latency {args.delay * 1000:g} ms; gateway ({args.workers} worker(s), "
+                  f"limits split between them) admits {args.max_concurrency} running + {args.max_queue} queued "
+                  f"(nominal load: <= {nominal} clients)")
+            runs: dict[int, tuple[Result, Result]] = {}
             for clients in LEVELS:
-                direct = asyncio.run(drive(upstream_url, "m", clients, args.requests, args.time_cap))
-                routed = asyncio.run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap))
+                direct = run(drive(upstream_url, "m", clients, args.requests, args.time_cap))
+                spy = None
+                if args.profile:
+                    Path(args.profile).mkdir(parents=True, exist_ok=True)
+                    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(gateway.pid), "--subprocesses",
+                                            "--rate", "200", "--format", "speedscope", "--nonblocking", "-o",
+                                            str(Path(args.profile) / f"gateway-{clients}.speedscope.json")],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)
+                routed = run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap))
+                if spy is not None:
+                    spy.send_signal(2)
+                    spy.wait(timeout=60)
+                runs[clients] = (direct, routed)
                 print(f"{clients} concurrent client(s):")
                 print(describe("direct", direct))
                 print(describe("gateway", routed))
                 print(f"  added by the gateway: p50 {(routed.pct(0.5) - direct.pct(0.5)) * 1000:+.1f} ms, "
                       f"p99 {(routed.pct(0.99) - direct.pct(0.99)) * 1000:+.1f} ms; throughput ratio "
-                      f"{routed.throughput / direct.throughput:.2f}x of direct")
+                      f"{routed.throughput / direct.throughput:.2f}x of direct", flush=True)
+            health = httpx.get(f"{gateway_url}/health", timeout=5).json()
+            print(f"after the run: running {health['running']}, queued {health['queued']}")
+            for clients, (direct, routed) in runs.items():
                 fivexx = sum(v for k, v in routed.statuses.items() if k >= 500) + sum(routed.errors.values())
                 if clients <= nominal:
-                    ok = fivexx == 0 and routed.statuses[429] == 0
-                    verdicts.append(f"{clients:>4} clients (nominal): {'OK' if ok else 'FAIL'} "
-                                    f"(5xx/transport errors {fivexx}, 429s {routed.statuses[429]})")
+                    check_true(f"{clients} clients (nominal): no 5xx, no transport error, no 429",
+                               fivexx == 0 and routed.statuses[429] == 0,
+                               f"5xx/transport errors {fivexx}, 429s {routed.statuses[429]}")
                 else:
-                    ok = fivexx == 0 and routed.statuses[429] > 0 and gateway.poll() is None
-                    verdicts.append(f"{clients:>4} clients (overload): {'OK' if ok else 'FAIL'} "
-                                    f"(429s {routed.statuses[429]}, 5xx/transport errors {fivexx}, "
-                                    f"gateway {'alive' if gateway.poll() is None else 'DEAD'})")
-            health = httpx.get(f"{gateway_url}/health", timeout=5).json()
-            print("\n".join(verdicts))
-            print(f"after the run: running {health['running']}, queued {health['queued']}")
+                    check_true(f"{clients} clients (overload): 429s, no 5xx, no transport error, gateway alive",
+                               fivexx == 0 and routed.statuses[429] > 0 and gateway.poll() is None,
+                               f"429s {routed.statuses[429]}, 5xx/transport errors {fivexx}, "
+                               f"gateway {'alive' if gateway.poll() is None else 'DEAD'}")
+            print(f"goal (not binding): 1 client gateway/direct throughput "
+                  f"{runs[1][1].throughput / runs[1][0].throughput:.2f}x (goal 0.95x), added p50 "
+                  f"{(runs[1][1].pct(0.5) - runs[1][0].pct(0.5)) * 1000:+.1f} ms (goal +1 ms)")
+            check("gateway vs direct throughput at 32 clients", runs[32][1].throughput / runs[32][0].throughput, 0.9)
+            check("gateway throughput at 128 clients vs its own at 32", runs[128][1].throughput / runs[32][1].throughput,
+                  0.9)
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)
             upstream.terminate()
             upstream.join(timeout=10)
+    finish()
 
 
 if __name__ == "__main__":
