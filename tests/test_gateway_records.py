@@ -266,3 +266,34 @@ def test_atlas_serve_feedback_survives_restart_and_atlas_fit_follows_it(upstream
     top = {t["model"]: t for t in hist.explanation["top"]}
     assert top["cheap"]["accuracy"] == pytest.approx(0.0) and top["strong"]["accuracy"] == pytest.approx(1.0)
     assert np.isfinite(hist.utility)
+
+
+def test_sink_merges_parts_and_keeps_rows_when_a_write_fails(tmp_path):
+    import asyncio
+    from types import SimpleNamespace
+
+    from atlas_router.serve.records_sink import RecordSink
+
+    sink = RecordSink(tmp_path / "records", prompts="full", compact_at=3)
+    req = SimpleNamespace(messages=[SimpleNamespace(model_dump=lambda **_: {"role": "user", "content": "hi there"})])
+    answer = SimpleNamespace(model="m", tool=None, text="hello", cost=1e-6, input_tokens=3, output_tokens=2,
+                             latency_s=0.1, router=None, explanation={})
+
+    async def run() -> None:
+        for i in range(5):
+            sink.answered(f"chatcmpl-{i}", req, answer)
+            assert await sink.flush() == 1
+        assert len(sink.store.parts()) < 3
+        (tmp_path / "records" / "meta.json").write_text("{}")  # the store breaks: rows wait for the next flush
+        sink.answered("chatcmpl-late", req, answer)
+        assert await sink.flush() == 0 and len(sink._pending) == 1
+        RecordStore(tmp_path / "other").append([{"query": "x", "model": "m"}])
+        (tmp_path / "records" / "meta.json").write_text((tmp_path / "other" / "meta.json").read_text())
+        assert await sink.flush() == 1
+        found = await sink.lookup("chatcmpl-late")
+        assert found["query"] == "hi there" and found["tool"] == "none"
+
+    asyncio.run(run())
+    df = RecordStore(tmp_path / "records").load()
+    assert sorted(df["query_id"]) == sorted([f"chatcmpl-{i}" for i in range(5)] + ["chatcmpl-late"])
+    assert RecordSink(tmp_path / "records", prompts="full")._stored("chatcmpl-3")["model"] == "m"  # after a restart

@@ -31,6 +31,8 @@ from atlas_router.records.feedback import FEEDBACK_SOURCE, GATEWAY_SOURCE, HASH_
 from atlas_router.records.store import RecordStore
 
 PROMPT_MODES = ("off", "hashed", "full")
+LOOKUP_COLUMNS = ["query_id", "source", "benchmark", "query", "model", "tool", "cost", "input_tokens", "output_tokens",
+                  "latency_s"]
 BENCHMARK = "gateway"
 log = logging.getLogger("atlas.gateway")
 
@@ -62,13 +64,14 @@ class RecordSink:
     """Collects the gateway's answered requests and feedback and writes them to a record store."""
 
     def __init__(self, directory: str | Path, prompts: str = "off", flush_s: float = 5.0, max_batch: int = 512,
-                 recent: int = 10_000) -> None:
+                 recent: int = 10_000, compact_at: int = 256) -> None:
         if prompts not in PROMPT_MODES:
             raise AtlasError(f"records prompts must be one of {', '.join(PROMPT_MODES)}, not {prompts!r}")
         self.store = RecordStore(directory)  # refuses a foreign or newer directory now, not at the first flush
         self.prompts = prompts
         self.flush_s = float(flush_s)
         self.max_batch = int(max_batch)
+        self.compact_at = int(compact_at)  # parts before they are merged into one (a flush writes one part)
         self._salt = load_salt(directory) if prompts == "hashed" else b""
         self._pending: list[dict[str, Any]] = []
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -137,7 +140,7 @@ class RecordSink:
     def _stored(self, response_id: str) -> dict[str, Any] | None:
         import pyarrow.compute as pc
 
-        table = self.store.to_arrow()
+        table = self.store.to_arrow(LOOKUP_COLUMNS)
         table = table.filter(pc.and_(pc.equal(table["query_id"], response_id),
                                      pc.equal(table["source"], GATEWAY_SOURCE)))
         if table.num_rows == 0:
@@ -167,13 +170,20 @@ class RecordSink:
         if not rows:
             return 0
         try:
-            n = await asyncio.to_thread(self.store.append, rows)
+            n = await asyncio.to_thread(self._write, rows)
         except Exception as err:
             self._pending = rows + self._pending
             log.warning("gateway records not written, will retry", extra={"event": "records", "error": str(err),
                                                                           "rows": len(rows)})
             return 0
         self.written += n
+        return n
+
+    def _write(self, rows: list[dict[str, Any]]) -> int:
+        """Append one part; merge the parts once there are ``compact_at`` (reads stay fast for a long-lived gateway)."""
+        n = self.store.append(rows)
+        if len(self.store.parts()) >= self.compact_at:
+            self.store.compact()
         return n
 
     async def aclose(self) -> None:
