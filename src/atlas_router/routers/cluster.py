@@ -30,8 +30,10 @@ The default (``method="auto"``): the same model family, with what the paper fixe
         out-of-fold routed accuracy at a = 0, over a small grid: the embeddings are computed once,
         k-means runs once per (fold, K) and the ridge once per fold; a grid point is then a few array
         operations. K's grid adapts to the data: K <= n / 20 (at least 20 queries per cluster on average).
-        The best grid point is kept only if its out-of-fold gain over the best single pair (of each
-        fold's training part) exceeds one standard error of the paired per-query gains; otherwise the
+        The best grid point is kept only if the one-sided 95% lower bound of its out-of-fold gain over the
+        best single pair (of each fold's training part) is above zero: mean - 1.645 standard errors of the
+        paired per-query gains (the best of many grid points is optimistic: the bound guards against
+        routing on a lucky grid point when the data are few); otherwise the
         router routes every query to the best single pair at each a (``single_``): it does no harm in
         expectation. ``cv_`` keeps the evidence (gain, standard error, grid size, chosen settings).
 
@@ -78,7 +80,8 @@ GRID: dict[str, tuple[float, ...]] = {
 PAPER = {"k": 8, "shrinkage": 0.0, "task_weight": 0.0, "ridge_weight": 0.0, "ridge_lambda": 0.0, "evidence": 0.0}
 MIN_PER_CLUSTER = 20  # K of the grid leaves at least this many training queries per cluster on average
 MIN_CV_QUERIES = 20  # fewer training queries: no cross-validation, the router is the best single pair
-CV_KMEANS_INIT = 3  # k-means restarts inside cross-validation (the final fit uses n_init)
+CV_KMEANS_INIT = 2  # k-means restarts inside cross-validation (the final fit uses n_init)
+GAIN_Z = 1.645  # one-sided 95%: the CV gain over best single must be this many standard errors above 0
 SETTINGS = tuple(PAPER)
 
 
@@ -341,11 +344,11 @@ class ClusterRouter(Router):
                                         {"k": k, "shrinkage": m, "task_weight": w, "ridge_weight": r,
                                          "ridge_lambda": lam, "evidence": z}))
         best_gain, best_se, best = max(results, key=lambda t: t[0])
-        self.single_ = not best_gain > best_se
+        self.single_ = not best_gain - GAIN_Z * best_se > 0
         self.cv_ = {"ran": True, "folds": len(folds), "grid_points": len(results), "gain": best_gain, "se": best_se,
                     "single_accuracy": float(base.mean()), "settings": {k: float(v) for k, v in best.items()},
-                    "decision": "best single pair (gain within one standard error)" if self.single_
-                    else "routed (gain above one standard error)"}
+                    "decision": "best single pair (95% lower bound of the gain <= 0)" if self.single_
+                    else "routed (95% lower bound of the gain > 0)"}
         return best
 
     # -- routing ----------------------------------------------------------------------------------
@@ -431,38 +434,65 @@ class ClusterRouter(Router):
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
         t = self.query_tables(self.embed(queries), alpha)
-        choice = best_pairs(t["utility"], t["cost"])
-        return [self._decision(i, int(j), t, alpha) for i, j in enumerate(choice)]
+        return self._decisions(t, alpha)
 
-    def _decision(self, i: int, j: int, t: dict[str, np.ndarray], alpha: float) -> Decision:
-        model, tool = self.pairs_[j]
-        u, acc, cost, n = t["utility"][i], t["accuracy"][i], t["cost"][i], t["n"][i]
-        ood = bool(t["ood"][i])
-        pooled = int(t["row"][i]) == self.n_clusters_
-        if pooled:
-            fallback = "out of distribution: routed on pooled statistics"
-        elif self.single_:
-            fallback = "best single pair: no setting beat it by more than one standard error in cross-validation"
-        elif self.pairs_[j] in self.prior_pairs_:
-            fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"
-        elif n[j] < self.shrinkage_:
-            fallback = f"few records (n={n[j]:.0f} < m={self.shrinkage_:g}): shrunk towards broader statistics"
-        else:
-            fallback = None
-        order = np.argsort(-u, kind="stable")[: max(int(self.top), 1)]
-        top = [{"model": self.pairs_[p][0], "tool": self.pairs_[p][1], "accuracy": round(float(acc[p]), 4),
-                "cost": float(cost[p]), "n": int(round(float(n[p]))), "utility": round(float(u[p]), 4)}
-               for p in order if np.isfinite(u[p])]
-        explanation: dict[str, Any] = {
-            "router": self.name, "cluster": int(t["cluster"][i]), "distance": round(float(t["distance"][i]), 4),
-            "ood": ood, "ood_threshold": round(self.ood_threshold_, 4),
-            "stats": "pooled" if pooled else "cluster", "fallback": fallback, "alpha": alpha, "top": top,
-        }
+    def route_indices(self, emb: np.ndarray, alpha: float | None = None) -> np.ndarray:
+        """Chosen pair index per embedding row, without explanations (the fast path for batches)."""
+        t = self.query_tables(self.embed(emb), self.alpha if alpha is None else alpha)
+        return best_pairs(t["utility"], t["cost"])
+
+    def _decisions(self, t: dict[str, np.ndarray], alpha: float) -> list[Decision]:
+        """Decisions with explanations; everything per query that can be is computed for the whole batch."""
+        u, acc, cost, n = t["utility"], t["accuracy"], t["cost"], t["n"]
+        choice = best_pairs(u, cost)
+        rows = np.arange(len(u))[:, None]
+        order = np.argsort(-u, axis=1, kind="stable")[:, : max(int(self.top), 1)]
+        top_u = u[rows, order]
+        finite = np.isfinite(top_u).tolist()
+        top_cols = [[self.pairs_[p] for p in r] for r in order.tolist()]
+        top_acc = np.round(acc[rows, order], 4).tolist()
+        top_cost = cost[rows, order].tolist()
+        top_n = np.rint(n[rows, order]).astype(np.int64).tolist()
+        top_u = np.round(np.where(np.isfinite(top_u), top_u, 0.0), 4).tolist()
+        chosen_u = u[np.arange(len(u)), choice].tolist()
+        chosen_n = n[np.arange(len(u)), choice].tolist()
+        pooled = (t["row"] == self.n_clusters_).tolist()
+        dist = np.round(t["distance"], 4).tolist()
+        clusters, ood = t["cluster"].tolist(), t["ood"].tolist()
+        threshold = round(self.ood_threshold_, 4)
+        bench: list[dict[str, float]] | None = None
         if t["posterior"] is not None:
-            post = t["posterior"][i]
-            explanation["benchmark"] = {self.tasks_[b]: round(float(post[b]), 3)
-                                        for b in np.argsort(-post)[:3] if post[b] >= 0.01}
-        return Decision(model, tool, float(u[j]), explanation)
+            post = t["posterior"]
+            best3 = np.argsort(-post, axis=1)[:, :3]
+            p3 = post[rows, best3]
+            bench = [{self.tasks_[b]: round(v, 3) for b, v in zip(bs, ps) if v >= 0.01}
+                     for bs, ps in zip(best3.tolist(), p3.tolist())]
+        out = []
+        for i, j in enumerate(choice.tolist()):
+            model, tool = self.pairs_[j]
+            if pooled[i]:
+                fallback = "out of distribution: routed on pooled statistics"
+            elif self.single_:
+                fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
+            elif self.pairs_[j] in self.prior_pairs_:
+                fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"
+            elif chosen_n[i] < self.shrinkage_:
+                fallback = (f"few records (n={chosen_n[i]:.0f} < m={self.shrinkage_:g}): shrunk towards broader "
+                            "statistics")
+            else:
+                fallback = None
+            top = [{"model": pm, "tool": pt, "accuracy": a, "cost": c, "n": k, "utility": v}
+                   for (pm, pt), a, c, k, v, ok in zip(top_cols[i], top_acc[i], top_cost[i], top_n[i], top_u[i],
+                                                       finite[i]) if ok]
+            explanation: dict[str, Any] = {
+                "router": self.name, "cluster": clusters[i], "distance": dist[i], "ood": ood[i],
+                "ood_threshold": threshold, "stats": "pooled" if pooled[i] else "cluster", "fallback": fallback,
+                "alpha": alpha, "top": top,
+            }
+            if bench is not None:
+                explanation["benchmark"] = bench[i]
+            out.append(Decision(model, tool, chosen_u[i], explanation))
+        return out
 
     def settings(self) -> dict[str, Any]:
         """The settings in use (chosen by cross-validation or given) and the CV evidence."""
