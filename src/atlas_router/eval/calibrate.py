@@ -7,9 +7,11 @@ into the other on held-out data:
 2. split train again into a fit part and a calibration part, and fit the ClusterRouter on the fit
    part only, so that the calibration queries are as unseen as the test queries will be;
 3. replay the calibration part at every alpha of a grid (the router's accuracy-cost curve);
-4. pick the alpha that meets the target: with ``max_cost`` the most accurate point whose cost per
-   query is <= C (ties: cheaper); with ``min_quality`` the cheapest point whose accuracy is >= P
-   (ties: more accurate). When no point meets it, the closest one (cheapest, or most accurate) and
+4. pick the alpha that meets the target with 95% confidence: with ``max_cost`` the most accurate
+   point whose cost per query is <= C even at its one-sided 95% upper bound (mean + 1.645 standard
+   errors over the calibration queries; ties: cheaper); with ``min_quality`` the cheapest point whose
+   accuracy is >= P at its 95% lower bound (ties: more accurate). Without the margin, a point picked
+   because it sits just under C on the calibration queries lands above C on fresh queries half the time. When no point meets it, the closest one (cheapest, or most accurate) and
    ``met_on_calibration: false``;
 5. replay the test split at that alpha with the same router: what the target costs and gains there,
    against the best single pair chosen on the fit part.
@@ -39,6 +41,7 @@ from atlas_router.routers.table import pair_label
 # next to normalised cost differences, so most of the cost range is crossed at small alpha.
 DEFAULT_ALPHAS = sorted({round(float(a), 5) for a in [*np.linspace(0.0, 1.0, 41), *np.geomspace(1e-3, 0.1, 25)]})
 TOLERANCE = 0.10
+CONFIDENCE_Z = 1.645  # one-sided 95%
 
 
 @dataclass
@@ -80,10 +83,16 @@ class Target:
         return accuracy >= self.min_quality * (1.0 - tolerance) - 1e-12
 
 
-def pick_alpha(points: list[Point], target: Target) -> tuple[Point, bool]:
-    """The point that meets ``target`` best (module docs, step 4) and whether it meets it."""
+def pick_alpha(points: list[Point], target: Target, se: list[tuple[float, float]] | None = None
+               ) -> tuple[Point, bool]:
+    """The point that meets ``target`` best (module docs, step 4) and whether it meets it.
+
+    ``se``: per point, the standard errors of its (accuracy, cost) means; the target must then hold at
+    the one-sided 95% bound."""
     pts = as_points(points)
-    ok = [p for p in pts if target.met(p.accuracy, p.cost)]
+    se = se or [(0.0, 0.0)] * len(pts)
+    ok = [p for p, (sa, sc) in zip(pts, se)
+          if target.met(p.accuracy - CONFIDENCE_Z * sa, p.cost + CONFIDENCE_Z * sc)]
     if target.max_cost is not None:
         if ok:
             return max(ok, key=lambda p: (p.accuracy, -p.cost, p.alpha)), True
@@ -105,6 +114,7 @@ class Prepared:
     test_emb: Embedded
     calib_points: list[Point]
     test_points: list[Point]
+    calib_se: list[tuple[float, float]]
     settings: dict[str, Any]
     fit_s: float
 
@@ -132,8 +142,22 @@ def prepare(records: pd.DataFrame, *, test_size: float = 0.3, calib_size: float 
     return Prepared(
         router, enc, {"all": records, "fit": fit_part, "calibration": calib, "test": test}, calib_replay, test_replay,
         test_emb, as_points(sweep_alpha(router, calib_replay, grid, calib_emb)),
-        as_points(sweep_alpha(router, test_replay, grid, test_emb)), settings, fit_s,
+        as_points(sweep_alpha(router, test_replay, grid, test_emb)), _standard_errors(router, calib_replay,
+                                                                                       calib_emb, grid),
+        settings, fit_s,
     )
+
+
+def _standard_errors(router: Any, replay: ReplayTable, emb: Embedded, alphas: list[float]
+                     ) -> list[tuple[float, float]]:
+    """Per alpha: standard errors of the mean accuracy and mean cost over the replayed queries."""
+    out = []
+    n = max(replay.table.n_queries, 2)
+    for a in alphas:
+        idx = router.route_indices(emb.vectors, alpha=a)
+        score, cost, _calls, _missing = replay.outcomes([router.pairs_[j] for j in idx])
+        out.append((float(score.std(ddof=1) / np.sqrt(n)), float(cost.std(ddof=1) / np.sqrt(n))))
+    return out
 
 
 def calibrate(records: pd.DataFrame, target: Target, *, n_resamples: int = 1000, **prepare_args: Any) -> Calibration:
@@ -143,7 +167,7 @@ def calibrate(records: pd.DataFrame, target: Target, *, n_resamples: int = 1000,
 
 def calibrate_prepared(prep: Prepared, target: Target, n_resamples: int = 1000) -> Calibration:
     """Steps 4-5 of the module docs on a prepared run; the router returned is a copy with alpha set."""
-    chosen, met_calib = pick_alpha(prep.calib_points, target)
+    chosen, met_calib = pick_alpha(prep.calib_points, target, prep.calib_se)
     router = copy.copy(prep.router).set_params(alpha=chosen.alpha)
     test_replay = prep.test_replay
     decisions = router.route(prep.test_emb.vectors, alpha=chosen.alpha)
