@@ -198,3 +198,18 @@ def test_agreement_measures():
     pref = preference_agreement(gold, judged)
     # gold separates q1 (a>b, judge agrees) and q3 (b>a, judge ties: 1/2); q2 is not separated by gold
     assert pref == {"pairs": 2, "decided": 2, "agreement": pytest.approx(0.75)}
+
+
+def test_compare_routers_with_a_grader_that_never_decided():
+    from atlas_router.data.graders.agreement import compare_routers
+    from atlas_router.routers.encoders import build_encoder
+
+    rows = [{"query": f"What is {i} plus {i}?", "benchmark": "b", "model": m, "tool": "none",
+             "score": float(m == "big" or i % 3 == 0), "cost": 1e-6 if m == "small" else 1e-5}
+            for i in range(12) for m in ("big", "small")]
+    gold = pd.DataFrame(rows)
+    judged = gold.assign(score=math.nan)
+    out = compare_routers(gold, judged, ["best-single"], encoder=build_encoder("hashing"))
+    assert out["routers"]["best-single"]["judge"]["error"] == "no graded train records"
+    assert math.isnan(out["routers"]["best-single"]["judge"]["accuracy"])
+    assert out["routers"]["best-single"]["gold"]["accuracy"] == 1.0  # "big" is right on every query

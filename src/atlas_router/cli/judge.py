@@ -94,7 +94,7 @@ def print_report(report: dict) -> None:
             t.add_column(col, justify="left" if col == "router" else "right")
         for name, r in routing["routers"].items():
             t.add_row(name, _f(r["gold"]["accuracy"], 4), _f(r["judge"]["accuracy"], 4),
-                      f"{r['gold']['cost']:.3g}", f"{r['judge']['cost']:.3g}")
+                      _f(r["gold"]["cost"], 3), _f(r["judge"]["cost"], 3))
         console.print(t)
 
 

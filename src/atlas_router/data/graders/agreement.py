@@ -129,6 +129,11 @@ def compare_routers(gold: pd.DataFrame, judged: pd.DataFrame, routers: Sequence[
     out: dict[str, Any] = {"train_queries": len(train_ids), "test_queries": int(gold_test["query_id"].nunique()),
                            "routers": {}}
     for label, train in (("gold", gold_train), ("judge", judged_train)):
+        if not train["score"].notna().any():  # a grader that gave no verdict at all: nothing to fit on
+            for name in routers:
+                out["routers"].setdefault(name, {})[label] = {"accuracy": math.nan, "cost": math.nan, "choices": {},
+                                                               "error": "no graded train records"}
+            continue
         ev = run_evaluation(train, gold_test, list(routers), alpha=alpha, encoder=encoder, seed=seed, k=k, alphas=[])
         for name, result in ev.results.items():
             out["routers"].setdefault(name, {})[label] = {
