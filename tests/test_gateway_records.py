@@ -297,3 +297,20 @@ def test_sink_merges_parts_and_keeps_rows_when_a_write_fails(tmp_path):
     df = RecordStore(tmp_path / "records").load()
     assert sorted(df["query_id"]) == sorted([f"chatcmpl-{i}" for i in range(5)] + ["chatcmpl-late"])
     assert RecordSink(tmp_path / "records", prompts="full")._stored("chatcmpl-3")["model"] == "m"  # after a restart
+
+
+def test_latency_budget_drops_pairs_measured_slower_and_says_so():
+    with running_server(create_stub_upstream(slow_s=0.4)) as up, gateway(http_pool(up, ["slow", "cheap"])) as gw:
+        assert _chat(gw, "first").json()["atlas"]["model"] == "slow"  # the default rule: first model of the pool
+        assert _chat(gw, "second", atlas={"allowed_pairs": ["cheap@@none"]}).json()["atlas"]["model"] == "cheap"
+        within = _chat(gw, "third", atlas={"max_latency_s": 0.3}).json()["atlas"]
+        assert within["model"] == "cheap"
+        note = within["explanation"]["latency"]
+        assert note["over_budget"] == ["slow@@none"] and note["measured_s"]["slow@@none"] >= 0.4
+        assert note["measured_s"]["cheap@@none"] < 0.3 and note["max_latency_s"] == 0.3
+        headers = {"x-atlas-max-latency-s": "0"}
+        none_fits = httpx.post(f"{gw}/v1/chat/completions", headers=headers, timeout=30,
+                               json={"model": "atlas", "messages": [{"role": "user", "content": "fourth"}]})
+        assert none_fits.status_code == 400 and none_fits.json()["error"]["code"] == "over_latency_budget"
+        assert _chat(gw, "fifth", atlas={"max_latency_s": "soon"}).status_code == 400
+        assert _chat(gw, "sixth").json()["atlas"]["explanation"].get("latency") is None  # no budget, no filter

@@ -32,6 +32,7 @@ from atlas_router.pool.models.base import ChatModel, Completion, Delta, Sampling
 from atlas_router.pool.models.openai_http import UpstreamRefused
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.breaker import BreakerBoard
+from atlas_router.serve.latency import LatencyBook, within_budget
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import ChatRequest
 from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, close_routers, format_pair, parse_pair
@@ -57,6 +58,7 @@ class Overrides:
     alpha: float | None = None
     max_cost: float | None = None
     allowed_pairs: frozenset[Pair] | None = None
+    max_latency_s: float | None = None  # drop pairs whose measured latency is over it (serve/latency.py)
 
     @classmethod
     def parse(cls, body: Any, headers: dict[str, str]) -> "Overrides":
@@ -66,7 +68,7 @@ class Overrides:
             body = {}
         if not isinstance(body, dict):
             raise GatewayError(400, "'atlas' must be an object: {alpha, max_cost, allowed_pairs}", code="bad_atlas_field")
-        unknown = set(body) - {"alpha", "max_cost", "allowed_pairs"}
+        unknown = set(body) - {"alpha", "max_cost", "allowed_pairs", "max_latency_s"}
         if unknown:
             raise GatewayError(400, f"unknown 'atlas' field(s): {', '.join(sorted(unknown))}", code="bad_atlas_field")
         alpha = body.get("alpha", headers.get("x-atlas-alpha"))
@@ -78,7 +80,8 @@ class Overrides:
         if alpha_value is not None and alpha_value > 1:
             raise GatewayError(400, f"atlas alpha must lie in [0, 1] (0: most accurate, 1: cheapest), got {alpha_value:g}",
                                code="bad_atlas_field")
-        return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed))
+        latency = _number("max_latency_s", body.get("max_latency_s", headers.get("x-atlas-max-latency-s")))
+        return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed), latency)
 
 
 def _number(name: str, value: Any) -> float | None:
@@ -277,6 +280,7 @@ class Controller:
         for spec in pool.config.models:
             self.breakers[spec.name]
         self._reload_lock = asyncio.Lock()
+        self.latency = LatencyBook()  # measured seconds per pair, for max_latency_s
 
     @property
     def pool(self) -> Pool:
@@ -406,6 +410,12 @@ class Controller:
                 first.append(answer)
         prompt_chars = sum(len(content_text(m.get("content") or "")) for m in messages)
         ranking, estimates = self._candidates(pool.config, routed, ov, prompt_chars, params.max_tokens)
+        if ov.max_latency_s is not None:
+            ranking, note = within_budget(ranking, self.latency, ov.max_latency_s)
+            routed.explanation = {**routed.explanation, "latency": note}
+            if not ranking:
+                raise GatewayError(400, f"no allowed pair's measured latency fits max_latency_s {ov.max_latency_s:g}",
+                                   code="over_latency_budget", param="max_latency_s")
         if features:
             ranking = self._serving(pool, ranking, params)
         answer = Answer(req.model, "", "", None, router_name, 0, 0, 0.0, 0.0, explanation=routed.explanation,
@@ -511,6 +521,7 @@ class Controller:
                 attempts.append(Attempt(model, tool, outcome, error, latency))
                 if outcome == "ok":
                     answer.model, answer.tool = model, tool
+                    self.latency.observe(pair, latency)
                     return attempts
                 if verdict == "failed":
                     failed_models.add(model)
