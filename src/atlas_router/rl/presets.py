@@ -43,7 +43,7 @@ def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max
 
 
 PRESETS: dict[str, Callable[[str], TrainConfig]] = {
-    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=80, actor_lr=3e-4, max_eval=None),
+    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=60, actor_lr=3e-4, max_eval=None),
     "cpu-replay-small": lambda d: _cpu_replay(d, name="cpu-replay-small", ppo_steps=30, actor_lr=1e-4, max_eval=48),
 }
 
