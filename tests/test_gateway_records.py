@@ -314,3 +314,13 @@ def test_latency_budget_drops_pairs_measured_slower_and_says_so():
         assert none_fits.status_code == 400 and none_fits.json()["error"]["code"] == "over_latency_budget"
         assert _chat(gw, "fifth", atlas={"max_latency_s": "soon"}).status_code == 400
         assert _chat(gw, "sixth").json()["atlas"]["explanation"].get("latency") is None  # no budget, no filter
+
+
+def test_collect_prompts_reads_a_gateway_store_but_never_its_hashes(tmp_path):
+    from atlas_router.records.prompts import read_prompts
+
+    store = tmp_path / "records"
+    RecordStore(store).append([{"query_id": "chatcmpl-1", "query": "hmac-sha256:" + "0" * 64, "model": "m"},
+                               {"query_id": "chatcmpl-2", "query": "a real prompt", "model": "m"}])
+    prompts = read_prompts(store)
+    assert [e.question for e in prompts.examples] == ["a real prompt"] and prompts.blank == 1

@@ -100,9 +100,11 @@ def _csv_rows(path: Path) -> Iterator[tuple[Any, str]]:
 def _store_rows(path: Path) -> Iterator[tuple[Any, str]]:
     from atlas_router.records.store import RecordStore
 
+    from atlas_router.records.feedback import HASH_PREFIX
+
     df = RecordStore(path).load(["query"])
-    for n, q in enumerate(df["query"].astype(str)):
-        yield q, f"{path} record {n}"
+    for n, q in enumerate(df["query"].astype(str)):  # a gateway's hashed prompt is no prompt: counted as blank
+        yield ("" if q.startswith(HASH_PREFIX) else q), f"{path} record {n}"
 
 
 def _rows(path: Path) -> Iterable[tuple[Any, str]]:
