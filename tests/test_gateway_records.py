@@ -95,7 +95,8 @@ def test_feedback_body_validation():
     assert parse_feedback(b'{"id": "chatcmpl-1", "score": 0.25}') == ("chatcmpl-1", 0.25)
     assert parse_feedback(b'{"response_id": "chatcmpl-1", "score": "up"}') == ("chatcmpl-1", 1.0)
     assert parse_feedback(b'{"id": "chatcmpl-1", "score": "Down"}') == ("chatcmpl-1", 0.0)
-    for body, param in ((b'{"id": "chatcmpl-1", "score": 1.5}', "score"), (b'{"id": "chatcmpl-1", "score": true}', "score"),
+    for body, param in ((b'{"id": "chatcmpl-1", "score": 1.5}', "score"),
+                        (b'{"id": "chatcmpl-1", "score": true}', "score"),
                         (b'{"id": "chatcmpl-1", "score": "meh"}', "score"), (b'{"id": "chatcmpl-1"}', "score"),
                         (b'{"id": "chatcmpl-1", "score": NaN}', "score"), (b'{"score": 1}', "id"),
                         (b'{"id": "chatcmpl-1", "score": 1, "note": "x"}', "note"), (b"[1]", None), (b"{", None)):

@@ -42,7 +42,7 @@ def _build_app(opts: dict[str, Any], handle_sighup: bool):
 
     configure_json_logging(opts["log_level"])
     settings = load_gateway_settings(opts["config"])
-    if opts.get("records") or opts.get("record_prompts"):  # --records DIR: a record per answer, and POST /v1/feedback (serve/records_sink.py)
+    if opts.get("records") or opts.get("record_prompts"):  # a record per answer, and POST /v1/feedback
         settings = settings.model_copy(update={"records": records_settings(opts["records"], opts.get("record_prompts"),
                                                                            settings.records)})
     keys = KeyRing.from_sources(settings.api_keys_sha256)
