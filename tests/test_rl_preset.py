@@ -133,3 +133,21 @@ def test_atlas_eval_puts_rl_and_hybrid_beside_the_cluster_router_under_the_ood_p
         r = data["routers"][name]
         assert r["n"] == 32 and 0.0 <= r["accuracy"] <= 1.0 and sum(r["choices"].values()) == 32
         assert set(r["choices"]) <= pool_pairs, r["choices"]
+
+
+async def test_pool_extension_check_lists_the_new_model_and_counts_its_routes(preset_run):
+    """A model added after training reaches the unchanged policy's prompt; the check counts its routes."""
+    from atlas_router.rl.extension import NEW_MODEL, extended_records, extension_check
+    from atlas_router.rl.replay import ReplayTable
+    from atlas_router.rl.suite import suite_records
+
+    _, run_dir, _ = preset_run
+    table = ReplayTable(extended_records(suite_records()))
+    arith = next(t for t in table.tasks(["test"]) if t.domain == "arithmetic")
+    capital = next(t for t in table.tasks(["test"]) if t.domain == "capital")
+    assert table.optimal_pairs(arith.question) == {(NEW_MODEL.name, "none")}  # right and the cheapest
+    assert all(m != NEW_MODEL.name for m, _ in table.optimal_pairs(capital.question))
+    with single_thread():
+        result = await extension_check(str(run_dir / "policy"))
+    assert result["queries"] == sum(result["queries_per_domain"].values()) == 192
+    assert all(0 <= result["routed_to_new_model"][d] <= n for d, n in result["queries_per_domain"].items())
