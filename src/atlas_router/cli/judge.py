@@ -83,7 +83,9 @@ def print_report(report: dict) -> None:
                   f"judge says correct {_f(lab['judge_positive_rate'])}, gold {_f(lab['gold_positive_rate'])}")
     console.print(f"  preferences: {_f(pref['agreement'])} agreement on {pref['decided']} of {pref['pairs']} "
                   "gold-separated reply pairs")
-    if lab["distinct_judge_scores"] <= 1:
+    if lab["covered"] == 0:
+        console.print("  note: the grader gave no readable verdict on any reply; nothing can be fitted on its grades")
+    elif lab["distinct_judge_scores"] <= 1:
         console.print("  note: the grader gave every reply the same grade, so it separates nothing; routers fitted "
                       "on its grades choose by their tie-break")
     routing = report.get("routing")
