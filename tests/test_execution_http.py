@@ -45,7 +45,7 @@ def local_model_url(local_pool):
 
 def test_local_model_served_over_real_http(local_model_url):
     pool = http_pool(local_model_url, ["smollm2-135m"], timeout_s=120)
-    record = asyncio.run(run_pair(pool, "smollm2-135m", "none", "What is the capital of France?"))
+    record = asyncio.run(run_pair(pool, "smollm2-135m", "none", "What is the capital city of France? Answer with the city."))
     assert record.error is None, record.error
     assert "paris" in record.response.lower()
     assert record.input_tokens > 10 and record.output_tokens > 0
