@@ -2,7 +2,8 @@
 
 The neighbours' mean score per pair is the predicted accuracy fed to the shared a-utility (a pair
 no neighbour has a record for gets its pooled accuracy). Search is one matrix product over the
-stored, unit-length training embeddings.
+stored, unit-length training embeddings. k = 5 neighbours, cosine, uniform weights: the settings of
+LLMRouter's KNN router (docs/routing.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from atlas_router.routers.table import QueryTable
 class KNNRouter(ScoreRouter):
     name = "knn"
 
-    def __init__(self, k: int = 10, alpha: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, k: int = 5, alpha: float = 0.5, seed: int = 0) -> None:
         super().__init__(alpha=alpha, seed=seed)
         self.k = k
 

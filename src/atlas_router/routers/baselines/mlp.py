@@ -2,7 +2,10 @@
 
 One multi-label ``MLPClassifier``: output j is the probability that pair j answers the query
 (score >= 0.5). Queries with no record for a pair take that pair's pooled success as label, so
-every output trains on every query. Early stopping on a 10% validation split.
+every output trains on every query.
+
+Settings from LLMRouter's shipped ``configs/model_config_train/mlprouter.yaml``: hidden layers
+(128, 64), ReLU, Adam with learning rate 1e-3, 100 epochs, batch size 32, L2 penalty 1e-4.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from atlas_router.routers.table import QueryTable
 class MLPRouter(ScoreRouter):
     name = "mlp"
 
-    def __init__(self, hidden: tuple[int, ...] = (128,), alpha: float = 0.5, seed: int = 0,
-                 max_iter: int = 200, l2: float = 1e-4) -> None:
+    def __init__(self, hidden: tuple[int, ...] = (128, 64), alpha: float = 0.5, seed: int = 0,
+                 max_iter: int = 100, l2: float = 1e-4, batch_size: int = 32, lr: float = 1e-3) -> None:
         super().__init__(alpha=alpha, seed=seed)
         self.hidden = tuple(hidden)
         self.max_iter = max_iter
         self.l2 = l2
+        self.batch_size = batch_size
+        self.lr = lr
 
     def _fit(self, table: QueryTable) -> None:
         from sklearn.exceptions import ConvergenceWarning
@@ -42,8 +47,9 @@ class MLPRouter(ScoreRouter):
         if not varying.any():
             self.model_ = None
             return
-        model = MLPClassifier(hidden_layer_sizes=self.hidden, alpha=self.l2, max_iter=self.max_iter,
-                              early_stopping=len(emb) >= 50, random_state=self.seed)
+        model = MLPClassifier(hidden_layer_sizes=self.hidden, activation="relu", alpha=self.l2,
+                              max_iter=self.max_iter, batch_size=min(int(self.batch_size), len(emb)),
+                              learning_rate_init=self.lr, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             y = labels[:, varying]

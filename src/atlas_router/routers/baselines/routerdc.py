@@ -14,6 +14,11 @@ Sample-sample contrastive loss
     The training queries are clustered (k-means on the frozen embeddings); in a batch, each query is
     pulled towards another query of its cluster and pushed from queries of other clusters. It keeps
     similar queries close in the projected space, which steadies training (weight ``lambda_ss``).
+Settings (docs/routing.md): top_k = bottom_k = 3, temperature 1.0, 3 clusters, sample-sample weight 1,
+    500 training steps of batch 32: LLMRouter's shipped ``configs/model_config_train/dcrouter.yaml`` (and
+    lambda = 1 of the paper). Deviation forced by the CPU and offline weights: the encoder is the frozen
+    MiniLM with a trainable projection (not a fine-tuned mDeBERTa-v3-base), so the learning rate is the
+    1e-3 of a freshly initialised projection rather than the 5e-5 of fine-tuning a pretrained encoder.
 Decision
     Affinities are mapped to per-pair success probabilities by one logistic calibration per pair
     (fitted on the training queries), so RouterDC plugs into the same a-utility as every router.
@@ -32,8 +37,8 @@ class RouterDCRouter(ScoreRouter):
     name = "routerdc"
 
     def __init__(self, alpha: float = 0.5, seed: int = 0, dim: int = 128, hidden: int = 256, top_k: int = 3,
-                 bottom_k: int = 3, temperature: float = 0.1, lambda_ss: float = 1.0, n_clusters: int = 8,
-                 epochs: int = 30, batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
+                 bottom_k: int = 3, temperature: float = 1.0, lambda_ss: float = 1.0, n_clusters: int = 3,
+                 steps: int = 500, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
         super().__init__(alpha=alpha, seed=seed)
         self.dim = dim
         self.hidden = hidden
@@ -42,7 +47,7 @@ class RouterDCRouter(ScoreRouter):
         self.temperature = temperature
         self.lambda_ss = lambda_ss
         self.n_clusters = n_clusters
-        self.epochs = epochs
+        self.steps = steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -98,18 +103,17 @@ class RouterDCRouter(ScoreRouter):
         idx_useful = np.flatnonzero(useful)
         tau = float(self.temperature)
         net.train()
-        for _ in range(self.epochs if len(idx_useful) else 0):
-            perm = rng.permutation(idx_useful)
-            for start in range(0, len(perm), self.batch_size):
-                b = torch.from_numpy(perm[start : start + self.batch_size])
-                h = net.embed(x_all[b])
-                logits = h @ torch.nn.functional.normalize(net.pairs, dim=-1).T / tau
-                loss = _sample_pair_loss(logits, pos_t[b], neg_t[b])
-                if self.lambda_ss > 0 and len(b) > 2:
-                    loss = loss + self.lambda_ss * _sample_sample_loss(h, clus_t[b], tau, gen)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+        batches = _batches(rng, idx_useful, int(self.batch_size), int(self.steps))
+        for chunk in batches:
+            b = torch.from_numpy(chunk)
+            h = net.embed(x_all[b])
+            logits = h @ torch.nn.functional.normalize(net.pairs, dim=-1).T / tau
+            loss = _sample_pair_loss(logits, pos_t[b], neg_t[b])
+            if self.lambda_ss > 0 and len(b) > 2:
+                loss = loss + self.lambda_ss * _sample_sample_loss(h, clus_t[b], tau, gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         net.eval()
         self.net_state_ = {k: v.detach().clone() for k, v in net.state_dict().items()}
         self._net = net
@@ -147,6 +151,15 @@ class RouterDCRouter(ScoreRouter):
     def predict_accuracy(self, queries: Queries) -> np.ndarray:
         aff = self._affinity(self.embed(queries))
         return 1.0 / (1.0 + np.exp(-(aff * self.calib_coef_ + self.calib_bias_)))
+
+
+def _batches(rng: np.random.Generator, idx: np.ndarray, size: int, steps: int) -> list[np.ndarray]:
+    """``steps`` batches of ``size`` indices, passing over ``idx`` in fresh random orders."""
+    out: list[np.ndarray] = []
+    while len(idx) and len(out) < steps:
+        perm = rng.permutation(idx)
+        out += [perm[s : s + size] for s in range(0, len(perm), size)]
+    return out[:steps]
 
 
 def _sample_pair_loss(logits, pos, neg):
