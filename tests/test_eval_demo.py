@@ -1,52 +1,74 @@
-"""``atlas demo`` end to end on a pool of loopback upstreams (the real demo uses the local model and takes
-minutes; the pipeline is the same): collect, fit, evaluate every router, sweep, route samples, report;
-a rerun resumes from the records."""
+"""The demo's building blocks: complete queries, the template split, the operating point, shipped files.
+(The real ``atlas demo`` runs end to end in tests/test_demo_tour.py.)"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import numpy as np
+import pandas as pd
+import pytest
 
+from atlas_router.errors import AtlasError
+from atlas_router.eval.demo import LIVE_QUESTIONS, complete_queries, read_records, train_test, write_store
+from atlas_router.data.benchmarks.demo_suite import load_demo_suite
 from atlas_router.records.store import RecordStore
-from support.deterministic_upstream import create_deterministic_app
-from support.servers import running_server
+from atlas_router.routers.operating_point import OperatingPoint, cheapest_within
 
 
-def test_demo_pipeline_end_to_end(tmp_path):
-    with running_server(create_deterministic_app(delay_s=0.0)) as url:
-        pool = tmp_path / "pool.yaml"
-        pool.write_text(
-            "models:\n"
-            f"  - {{name: good, backend: openai, endpoint: '{url}/v1', price: {{input: 1.0, output: 2.0}}}}\n"
-            f"  - {{name: noisy, backend: openai, endpoint: '{url}/v1', price: {{input: 0.1, output: 0.2}}}}\n"
-            "tools:\n  - {name: none, kind: none}\n  - {name: calculator, kind: calculator}\n"
-            "cache: {enabled: false}\n"
-        )
-        out = tmp_path / "demo"
-        cmd = [sys.executable, "-m", "atlas_router", "demo", "--pool", str(pool), "--out", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-        results = json.loads((out / "results.json").read_text())
-        assert results["records"]["rows"] == 40 * 4
-        for name in ("atlas-cluster", "random", "best-single", "oracle", "knn", "mlp", "bert", "routerdc", "zero-shot", "few-shot"):
-            r = results["routers"][name]
-            assert 0.0 <= r["accuracy"] <= 1.0 and r["cost"] > 0, name
-            assert set(r["per_benchmark"]) == {"demo-arithmetic", "demo-facts", "demo-word-problems", "demo-common-sense"}
-        oracle = results["routers"]["oracle"]["accuracy"]
-        assert all(r["accuracy"] <= oracle + 1e-9 for n, r in results["routers"].items() if n.startswith("atlas-cluster (a=0)"))
-        assert [p["alpha"] for p in results["frontier"]][0] == 0.0 and len(results["frontier"]) == 11
-        assert len(results["samples"]) == 4 and all("@@" in s["pair"] for s in results["samples"])
-        for f in ("router.atlas", "report.md", "report.html", "frontier.png", "benchmarks.png", "clusters.png"):
-            assert (out / f).stat().st_size > 0, f
-        assert "data:image/png;base64," in (out / "report.html").read_text()
-        assert "atlas demo: test queries" in proc.stdout.decode()
+def _records(n_queries: int, split_of, pairs=(("m", "a"), ("m", "b"))) -> pd.DataFrame:
+    rows = []
+    for q in range(n_queries):
+        for model, tool in pairs:
+            rows.append({"query_id": f"q{q}", "benchmark": "b", "split": split_of(q), "query": f"question {q}",
+                         "model": model, "tool": tool, "score": float(tool == "a"), "cost": 1.0})
+    return pd.DataFrame(rows)
 
-        # a rerun adds nothing and gives the same evaluation
-        again = subprocess.run(cmd, capture_output=True, timeout=600)
-        assert again.returncode == 0
-        assert len(RecordStore(out / "records").load()) == 160
-        rerun = json.loads((out / "results.json").read_text())["routers"]["atlas-cluster"]
-        timings = ("fit_s", "route_s")
-        assert {k: v for k, v in rerun.items() if k not in timings} == \
-            {k: v for k, v in results["routers"]["atlas-cluster"].items() if k not in timings}
+
+def test_complete_queries_drop_queries_missing_a_pair():
+    df = _records(5, lambda q: "train")
+    df = df[~((df["query_id"] == "q3") & (df["tool"] == "b"))]
+    assert sorted(complete_queries(df)["query_id"].unique()) == ["q0", "q1", "q2", "q4"]
+
+
+def test_split_by_templates_else_by_queries():
+    train, test, how = train_test(_records(10, lambda q: "test" if q < 3 else "train"))
+    assert how == "templates" and set(test["query_id"]) == {"q0", "q1", "q2"} and len(train) == 14
+    train, test, how = train_test(_records(20, lambda q: "test" if q < 1 else "train"))  # too lopsided
+    assert how == "queries" and not set(train["query_id"]) & set(test["query_id"])
+
+
+def test_cheapest_within_tolerance():
+    acc = np.array([[0.90, 0.89, 0.50], [0.90, 0.80, 0.95], [np.nan, 0.2, 0.1]])
+    cost = np.array([10.0, 1.0, 0.1])
+    assert cheapest_within(acc, cost, 0.02).tolist() == [1, 2, 1]
+    assert cheapest_within(acc, cost, 0.0).tolist() == [0, 2, 1]
+    assert cheapest_within(acc, cost, 1.0).tolist() == [2, 2, 2]
+    assert cheapest_within(acc, cost, 0.5, available=np.array([True, True, False])).tolist() == [1, 1, 1]
+
+
+def test_operating_point_parse_and_checks():
+    assert OperatingPoint.parse("tol=0.05").tolerance == 0.05
+    assert OperatingPoint.parse("a=0.3").alpha == 0.3
+    assert OperatingPoint().label() == "cheapest within 2 accuracy points of the best"
+    with pytest.raises(AtlasError):
+        OperatingPoint.parse("fast")
+    with pytest.raises(AtlasError):
+        OperatingPoint(tolerance=0.1, alpha=0.2)
+
+
+def test_stores_are_written_and_read_back(tmp_path):
+    df = _records(4, lambda q: "train")
+    write_store(tmp_path / "train", df)
+    write_store(tmp_path / "train", df.head(2))  # replaced, not appended
+    assert len(RecordStore(tmp_path / "train").load()) == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(AtlasError, match="not a record store"):
+        write_store(tmp_path / "other", df)
+    df.to_parquet(tmp_path / "x.parquet")
+    both = read_records([tmp_path / "train", tmp_path / "x.parquet"])
+    assert len(both) == len(df)  # duplicates of a key: the first source wins
+
+
+def test_live_questions_are_fresh():
+    asked = {e.question for _, exs in load_demo_suite().values() for e in exs}
+    assert not {q for q, _, _ in LIVE_QUESTIONS} & asked

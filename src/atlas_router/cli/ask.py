@@ -1,30 +1,67 @@
-"""``atlas ask``: run one question on one (model, tool) pair and print the answer or the record."""
+"""``atlas ask``: answer one question, routed to a (model, tool) pair by the shipped router by default.
+
+With no pair named, the router file (default: the router shipped for the embedded pool, see
+``routers.embedded``) picks the pair at an operating point (default: the cheapest pair within 2 accuracy
+points of the best; ``--tolerance`` or ``--alpha`` change it), and that pair answers. ``--model`` /
+``--tool`` name the pair yourself; ``--router rl`` lets a trained multi-step policy route.
+"""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from atlas_router.cli.common import load_pool, print_json, run_async
-from atlas_router.execution.runner import run_pair
 from atlas_router.errors import AtlasError
 from atlas_router.execution.images import load_images
+from atlas_router.execution.runner import run_pair
 from atlas_router.execution.validate import read_question, validate_question
 from atlas_router.tools.multimodal.describe import routing_text
 
 
+def _route(question: str, router_file: Optional[str], pool: Any, tolerance: Optional[float],
+           alpha: Optional[float]) -> tuple[str, str, dict[str, Any]]:
+    """The pair the router file chooses for ``question``, checked against the pool, and why."""
+    from atlas_router.routers.base import load_router
+    from atlas_router.routers.embedded import default_router_path
+    from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
+
+    if tolerance is not None and alpha is not None:
+        raise AtlasError("give --tolerance or --alpha, not both")
+    router = load_router(router_file or default_router_path())
+    point = OperatingPoint(tolerance=None, alpha=alpha) if alpha is not None else OperatingPoint(
+        tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    known = set(pool.pairs())
+    missing = [p for p in router.pairs_ if p not in known]
+    if missing and len(missing) == len(router.pairs_):
+        raise AtlasError("the router's pairs are not in this pool; pass --router-file for this pool, or --model/--tool")
+    decision = route_at(router, [question], point)[0]
+    if decision.pair not in known:
+        raise AtlasError(f"the router chose {decision.model}@@{decision.tool}, which this pool lacks; "
+                         "pass --model/--tool")
+    return decision.model, decision.tool, decision.explanation
+
+
 def ask(
     question: str = typer.Argument(..., help="The question, or - to read it from standard input."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool model name (default: the first)."),
-    tool: str = typer.Option("none", "--tool", "-t", help="Pool tool name."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool model name (naming a pair skips routing)."),
+    tool: Optional[str] = typer.Option(None, "--tool", "-t", help="Pool tool name (naming a pair skips routing)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole record as JSON."),
-    router: str = typer.Option("pair", "--router", help="pair: the --model/--tool pair; rl: a routing policy."),
+    explain: bool = typer.Option(False, "--explain", help="Say which pair the router chose and why."),
+    router_file: Optional[str] = typer.Option(None, "--router-file",
+                                              help="Router file (default: the one shipped for the embedded pool)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0, max=1.0,
+                                              help="Operating point: cheapest pair within this many accuracy points "
+                                                   "(0.02 = 2 points) of the best. Default 0.02."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0,
+                                          help="Operating point as a cost weight a in U = (1-a)·Acc - a·Cost."),
+    router: str = typer.Option("file", "--router", help="file: a router file routes; rl: a routing policy."),
     policy: Optional[str] = typer.Option(None, "--policy", help="RL policy directory (with --router rl)."),
     image: Optional[List[str]] = typer.Option(None, "--image", "-i", help="An image for the question (path or URL); repeatable."),
 ) -> None:
-    """Run QUESTION on one (model, tool) pair, or let a trained routing policy route it (--router rl)."""
+    """Answer QUESTION with the pair the shipped router picks, or with the pair you name (--model/--tool)."""
     question = validate_question(read_question(question))
     images = load_images(image or [])  # checked before any work: hostile or broken images fail here
     if router == "rl":
@@ -32,26 +69,52 @@ def ask(
         from atlas_router.rl.inference import ask_cli
 
         raise typer.Exit(ask_cli(pool, policy, question, as_json))
-    if router != "pair":
-        raise AtlasError(f"unknown --router '{router}'; use pair or rl")
+    if router not in ("file", "pair"):
+        raise AtlasError(f"unknown --router '{router}'; use file or rl")
     the_pool = load_pool(pool)
-    model_name = model or the_pool.config.models[0].name
+    why: dict[str, Any] | None = None
+    if model is None and tool is None and router == "file":
+        routed_text = routing_text(question, images) if images else question
+        model_name, tool_name, why = _route(routed_text, router_file, the_pool, tolerance, alpha)
+    else:
+        model_name = model or the_pool.config.models[0].name
+        tool_name = tool or "none"
     the_pool.model(model_name)  # unknown names and missing keys fail before any work
-    the_pool.tool(tool)
+    the_pool.tool(tool_name)
+    if explain and why is not None and not as_json:
+        typer.echo(_explanation(model_name, tool_name, why), err=True)
 
     async def go():
         try:
-            return await run_pair(the_pool, model_name, tool, question, images=images)
+            return await run_pair(the_pool, model_name, tool_name, question, images=images)
         finally:
             await the_pool.aclose()
 
     record = run_async(go())
     if as_json:
-        print_json(record.to_dict())
+        payload = record.to_dict()
+        if why is not None:
+            payload["routing"] = why
+        print_json(payload)
     else:
         typer.echo(record.answer if not record.error else f"error: {record.error}")
     if record.error:
         raise typer.Exit(1)
+
+
+def _explanation(model: str, tool: str, why: dict[str, Any]) -> str:
+    lines = [f"routed to {model}@@{tool} ({why.get('operating_point', '')})"]
+    if "cluster" in why:
+        lines.append(f"  cluster {why['cluster']}, distance {why.get('distance', 0):.3f}"
+                     f"{' (out of distribution)' if why.get('ood') else ''}")
+    if why.get("benchmark"):
+        lines.append("  looks like: " + ", ".join(f"{k} {v:.2f}" for k, v in why["benchmark"].items()))
+    for row in why.get("top", [])[:5]:
+        lines.append(f"  {row['model']}@@{row['tool']}: expected accuracy {row['accuracy']:.2f}, "
+                     f"cost {row['cost']:.2e}, n {row['n']}")
+    if why.get("fallback"):
+        lines.append(f"  note: {why['fallback']}")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
