@@ -25,7 +25,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 
 
 def test_ask_default_pool_offline_json():
-    proc = atlas("ask", "--model", "smollm2-135m", "--tool", "none", "--json", "What is the capital of France?")
+    proc = atlas("ask", "--model", "smollm2-135m", "--tool", "none", "--json",
+                 "What is the capital city of France? Answer with the city.")
     assert proc.returncode == 0, proc.stderr.decode()
     record = json.loads(proc.stdout)
     for key in ("answer", "input_tokens", "output_tokens", "cost", "latency_s", "error"):
@@ -61,7 +62,7 @@ def test_broken_yaml_and_missing_endpoint(tmp_path):
 def test_missing_endpoint_key(tmp_path):
     cfg = tmp_path / "key.yaml"
     cfg.write_text("models:\n  - {name: a, backend: openai, endpoint: 'http://127.0.0.1:9/v1', api_key_env: ATLAS_NO_SUCH_KEY}\ntools:\n  - {name: none, kind: none}\n")
-    proc = atlas("ask", "--pool", str(cfg), "--json", "hi")
+    proc = atlas("ask", "--pool", str(cfg), "--model", "a", "--tool", "none", "--json", "hi")
     assert proc.returncode != 0
     assert b"Traceback" not in proc.stderr
     assert b"ATLAS_NO_SUCH_KEY" in proc.stdout + proc.stderr
