@@ -42,7 +42,7 @@ def train_answering_policy(directory, pool, question: str) -> None:
     target = list(tok.encode(answer, add_special_tokens=False))
     ids = torch.tensor([prompt + target])
     rows = model.index[torch.tensor(target)]  # head rows of the answer's tokens
-    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)  # 3e-2 oscillated on the shorter pool prompt
     model.train()
     for _ in range(300):
         hidden = model.get_decoder()(input_ids=ids).last_hidden_state[0, len(prompt) - 1: -1]
