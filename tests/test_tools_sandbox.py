@@ -31,7 +31,10 @@ KERNEL_ONLY = SandboxLimits(timeout_s=2, audit_hook=False)
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended while we listed them has no children left to count
         found.update(int(child) for child in text)
     return found
 
