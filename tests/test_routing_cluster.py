@@ -177,3 +177,40 @@ def test_bad_settings_and_inputs_are_atlas_errors(records, encoder):
     bad.loc[0, "score"] = 3.0
     with pytest.raises(AtlasError, match=r"\[0, 1\]"):
         ClusterRouter().fit(bad, encoder)
+
+
+def _equal_or_worse_cheap_pair(seed: int = 0, n: int = 120) -> pd.DataFrame:
+    """Two topics, two pairs: 'big' is right 90% everywhere at 10x the price; 'small' matches it on
+    arithmetic and is right 30% on facts. No pair is more accurate anywhere; only cost tells them apart."""
+    rng = np.random.default_rng(seed)
+    skill = {("big", "none"): {"arith": 0.9, "facts": 0.9}, ("small", "none"): {"arith": 0.9, "facts": 0.3}}
+    rows = []
+    for topic in ("arith", "facts"):
+        for i in range(n):
+            q = (f"What is {rng.integers(100, 999)} plus {rng.integers(100, 999)}? (case {i})" if topic == "arith"
+                 else f"Who wrote the novel number {rng.integers(100, 999)}? (case {i})")
+            hit = rng.random() < 0.9  # the shared part of both pairs' successes (correlated, as real models are)
+            for (model, tool), s in skill.items():
+                score = float(hit) if s[topic] == 0.9 else float(hit and rng.random() < s[topic] / 0.9)
+                rows.append({"query_id": f"{topic}-{i}", "benchmark": topic, "query": q, "model": model,
+                             "tool": tool, "score": score, "cost": 1e-5 if model == "big" else 1e-6,
+                             "input_tokens": 10, "output_tokens": 10, "calls": 1, "source": "synthetic"})
+    return pd.DataFrame(rows)
+
+
+def test_do_no_harm_is_decided_per_operating_point(encoder, tmp_path):
+    """At a = 0 routing cannot beat the best single pair (nothing is more accurate than 'big'), so it
+    keeps 'big'; with cost in the utility, or at "cheapest within 2 points", sending arithmetic to the
+    equally accurate 'small' is a gain the cross-validation sees, and the router takes it."""
+    r = ClusterRouter(seed=0, n_init=2).fit(_equal_or_worse_cheap_pair(), encoder)
+    print("harm evidence:", r.harm_)
+    assert r.single_ and r.single_at(0.0)  # the a = 0 decision (settings chosen there)
+    assert not r.single_at(0.3) and not r.single_at(tolerance=0.02)
+    arith, facts = "What is 123 plus 456? (case 999)", "Who wrote the novel number 777? (case 999)"
+    assert [d.model for d in r.route([arith, facts], alpha=0.0)] == ["big", "big"]
+    routed = r.route([arith, facts], alpha=0.3)
+    assert [d.model for d in routed] == ["small", "big"] and routed[0].explanation["fallback"] is None
+    from atlas_router.routers.operating_point import OperatingPoint, route_at
+    assert [d.model for d in route_at(r, [arith, facts], OperatingPoint(tolerance=0.02))] == ["small", "big"]
+    loaded = load_router(r.save(tmp_path / "router.atlas"))  # the per-point decisions are fitted state
+    assert loaded.harm_ == r.harm_ and [d.model for d in loaded.route([arith, facts], alpha=0.3)] == ["small", "big"]

@@ -27,7 +27,8 @@ The default (``method="auto"``): the same model family, with what the paper fixe
         accuracy. The cell's variance is itself shrunk towards the pooled one with the same m.
     Settings by cross-validation (``folds``, default 5, by query)
         Every setting left ``None`` (K, m, task_weight, ridge_weight, ridge_lambda, z) is chosen on
-        out-of-fold routed accuracy at a = 0, over a small grid: the embeddings are computed once,
+        out-of-fold routed accuracy at a = 0 (ties: the lower Brier score of the predicted accuracies), over a
+        small grid: the embeddings are computed once,
         k-means runs once per (fold, K) and the ridge once per fold; a grid point is then a few array
         operations. K's grid adapts to the data: K <= n / 20 (at least 20 queries per cluster on average).
         The best grid point is kept only if the one-sided 95% lower bound of its out-of-fold gain over the
@@ -36,6 +37,14 @@ The default (``method="auto"``): the same model family, with what the paper fixe
         routing on a lucky grid point when the data are few); otherwise the
         router routes every query to the best single pair at each a (``single_``): it does no harm in
         expectation. ``cv_`` keeps the evidence (gain, standard error, grid size, chosen settings).
+    Do no harm, per operating point
+        Settings are chosen at a = 0, but a router is used at other operating points, where a cheaper pair
+        of equal accuracy is a gain. So the same test is repeated, with the chosen settings' out-of-fold
+        predictions, at each a of ``HARM_ALPHAS`` (and the router's own a), in utility
+        ``(1 - a) * score - a * cost / cost_scale`` against the best single pair *at that a*; and at each
+        tolerance of ``HARM_TOLERANCES`` ("cheapest within T points of the best"), where the gain is
+        ``score(routed) - score(best single) + T`` (the accuracy given up must stay within T). ``harm_``
+        keeps the lower bounds and decisions; routing at an operating point uses the nearest one measured.
 
 Utility
     ``U = (1 - a) * Acc - a * CostNorm`` with ``CostNorm = cost / cost_scale_`` where ``cost_scale_`` is
@@ -82,6 +91,10 @@ MIN_PER_CLUSTER = 20  # K of the grid leaves at least this many training queries
 MIN_CV_QUERIES = 20  # fewer training queries: no cross-validation, the router is the best single pair
 CV_KMEANS_INIT = 2  # k-means restarts inside cross-validation (the final fit uses n_init)
 GAIN_Z = 1.645  # one-sided 95%: the CV gain over best single must be this many standard errors above 0
+# operating points at which the do-no-harm decision is measured (routing at a value between two uses the
+# nearest one); the router's own alpha is always added
+HARM_ALPHAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+HARM_TOLERANCES = (0.0, 0.01, 0.02, 0.05, 0.1)
 SETTINGS = tuple(PAPER)
 
 
@@ -194,6 +207,7 @@ class ClusterRouter(Router):
         grid = self._grid(table.n_queries, has_tasks)
         self.task_temperature_ = 1.0
         self.single_ = False
+        self.harm_: dict[str, list[float]] = {}
         self.cv_: dict[str, Any] = {"ran": False}
         n_distinct = len(np.unique(emb.round(6), axis=0))
         searched = any(len(v) > 1 for v in grid.values())
@@ -337,19 +351,73 @@ class ClusterRouter(Router):
             for r in grid["ridge_weight"]:
                 for lam in (grid["ridge_lambda"] if r > 0 else (grid["ridge_lambda"][0],)):
                     acc = a_cells if r == 0 else (1 - r) * a_cells + r * ridge[lam]
+                    brier = float(((acc - scores) ** 2).mean())
                     for z in grid["evidence"]:
                         choice = best_pairs(acc - z * pen, pooled_cost)
                         gain = scores[idx, choice] - base
-                        results.append((float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(n)),
+                        results.append((float(gain.mean()), float(gain.std(ddof=1) / np.sqrt(n)), brier,
                                         {"k": k, "shrinkage": m, "task_weight": w, "ridge_weight": r,
                                          "ridge_lambda": lam, "evidence": z}))
-        best_gain, best_se, best = max(results, key=lambda t: t[0])
+        # routed accuracy first; among equal gains (common when no setting beats the best single pair at
+        # a = 0) the settings that predict held-out scores best, since other operating points use them
+        best_gain, best_se, best_brier, best = max(results, key=lambda t: (t[0], -t[2]))
+        a_cells, pen = cells[(best["k"], best["shrinkage"], best["task_weight"])]
+        r = best["ridge_weight"]
+        acc = a_cells if r == 0 else (1 - r) * a_cells + r * ridge[best["ridge_lambda"]]
+        self.harm_ = self._harm_evidence(acc, pen * best["evidence"], scores, costs, folds)
         self.single_ = not best_gain - GAIN_Z * best_se > 0
         self.cv_ = {"ran": True, "folds": len(folds), "grid_points": len(results), "gain": best_gain, "se": best_se,
+                    "brier": best_brier,
                     "single_accuracy": float(base.mean()), "settings": {k: float(v) for k, v in best.items()},
                     "decision": "best single pair (95% lower bound of the gain <= 0)" if self.single_
                     else "routed (95% lower bound of the gain > 0)"}
         return best
+
+    def _harm_evidence(self, acc: np.ndarray, pen: np.ndarray, scores: np.ndarray, costs: np.ndarray,
+                       folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, list[float]]:
+        """Out-of-fold gain over the best single pair at every measured operating point (module docs)."""
+        from atlas_router.routers.operating_point import cheapest_within
+
+        n = len(scores)
+        filled = np.where(np.isnan(costs), np.nan_to_num(self.pair_cost_)[None, :], costs)
+        scale = self.cost_scale_
+
+        def lower_bound(gain: np.ndarray) -> float:
+            return float(gain.mean() - GAIN_Z * gain.std(ddof=1) / np.sqrt(n))
+
+        alphas = sorted(set(HARM_ALPHAS) | {float(self.alpha)})
+        lb_alpha = []
+        for a in alphas:
+            gain = np.empty(n)
+            for tr, te in folds:
+                c_tr = filled[tr].mean(0)
+                d = int(best_pairs(utility(scores[tr].mean(0), c_tr, a, scale)[None, :], c_tr)[0])
+                choice = best_pairs((1 - a) * (acc[te] - pen[te]) - a * c_tr[None, :] / scale, c_tr)
+                true = (1 - a) * scores[te] - a * filled[te] / scale
+                gain[te] = true[np.arange(len(te)), choice] - true[:, d]
+            lb_alpha.append(lower_bound(gain))
+        lb_tol = []
+        for tol in HARM_TOLERANCES:
+            gain = np.empty(n)
+            for tr, te in folds:
+                c_tr = filled[tr].mean(0)
+                d = int(best_pairs(scores[tr].mean(0)[None, :], c_tr)[0])
+                choice = cheapest_within(acc[te], c_tr, tol)
+                gain[te] = scores[te][np.arange(len(te)), choice] - scores[te, d] + tol
+            lb_tol.append(lower_bound(gain))
+        return {"alphas": alphas, "alpha_lower_bound": lb_alpha, "alpha_routed": [lb > 0 for lb in lb_alpha],
+                "tolerances": list(HARM_TOLERANCES), "tolerance_lower_bound": lb_tol,
+                "tolerance_routed": [lb > 0 for lb in lb_tol]}
+
+    def single_at(self, alpha: float | None = None, tolerance: float | None = None) -> bool:
+        """Whether the do-no-harm rule keeps the best single pair at this operating point (nearest one
+        measured in cross-validation; without cross-validation, the fit-time decision ``single_``)."""
+        harm = getattr(self, "harm_", None)
+        if not harm:
+            return bool(self.single_)
+        key, value = ("tolerance", tolerance) if tolerance is not None else ("alpha", alpha or 0.0)
+        grid = np.asarray(harm[key + "s"], dtype=float)
+        return not bool(harm[key + "_routed"][int(np.abs(grid - float(value)).argmin())])
 
     # -- routing ----------------------------------------------------------------------------------
     def task_posterior(self, emb: np.ndarray) -> np.ndarray:
@@ -369,11 +437,13 @@ class ClusterRouter(Router):
         u = np.where(self.available_, u, -np.inf)
         return int(best_pairs(u[None, :], self.cost_[-1])[0])
 
-    def utility_table(self, alpha: float) -> dict[str, np.ndarray]:
+    def utility_table(self, alpha: float, single: bool | None = None) -> dict[str, np.ndarray]:
         """Per alpha, cached: utility of the cell statistics (accuracy part scaled by 1 - ridge weight)
-        minus the evidence penalty, per cluster row (K+1, P) and per (row, benchmark) (K+1, B, P)."""
+        minus the evidence penalty, per cluster row (K+1, P) and per (row, benchmark) (K+1, B, P).
+        ``single`` (default: the do-no-harm decision at ``alpha``) leaves only the best single pair."""
+        single = self.single_at(alpha) if single is None else single
         cache = self.__dict__.setdefault("_tables", {})
-        hit = cache.get(alpha)
+        hit = cache.get((alpha, single))
         if hit is not None:
             return hit
         d = self.default_pair(alpha)
@@ -384,14 +454,14 @@ class ClusterRouter(Router):
         u_c = keep * (1 - alpha) * self.accuracy_ - alpha * self.cost_ / self.cost_scale_ - z * pen_c
         u_t = keep * (1 - alpha) * self.task_accuracy_ - alpha * self.task_cost_ / self.cost_scale_ - z * pen_t
         blocked = ~self.available_
-        if self.single_:
+        if single:
             blocked = np.arange(len(self.pairs_)) != d
         u_c[..., blocked] = -np.inf
         u_t[..., blocked] = -np.inf
-        hit = {"u_c": u_c, "u_t": u_t, "default": d}
+        hit = {"u_c": u_c, "u_t": u_t, "default": d, "single": single}
         if len(cache) > 64:
             cache.clear()
-        cache[alpha] = hit
+        cache[(alpha, single)] = hit
         return hit
 
     def assign(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -400,13 +470,14 @@ class ClusterRouter(Router):
         idx = d2.argmin(axis=1)
         return idx, np.sqrt(d2[np.arange(len(idx)), idx])
 
-    def query_tables(self, emb: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
-        """Per query: cluster, distance, ood, table row, task posterior, mixed accuracy/cost/n/utility."""
+    def query_tables(self, emb: np.ndarray, alpha: float, single: bool | None = None) -> dict[str, np.ndarray]:
+        """Per query: cluster, distance, ood, table row, task posterior, mixed accuracy/cost/n/utility
+        (``single``: see ``utility_table``)."""
         emb = np.asarray(emb, dtype=np.float64)
         clusters, dist = self.assign(emb)
         ood = dist > self.ood_threshold_
         rows = np.where(ood & (self.ood_fallback == "pooled"), self.n_clusters_, clusters)
-        tab = self.utility_table(alpha)
+        tab = self.utility_table(alpha, single)
         w = self.task_weight_ if self.task_coef_ is not None else 0.0
         post = self.task_posterior(emb) if w > 0 else None
 
@@ -430,6 +501,7 @@ class ClusterRouter(Router):
                 acc = (1 - r) * acc + r * learned
         u[~np.isfinite(u)] = -np.inf
         return {"cluster": clusters, "distance": dist, "ood": ood, "row": rows, "posterior": post, "utility": u,
+                "single": tab["single"],
                 "accuracy": acc, "cost": mix(self.cost_, self.task_cost_), "n": mix(self.counts_, self.task_counts_)}
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
@@ -472,7 +544,7 @@ class ClusterRouter(Router):
             model, tool = self.pairs_[j]
             if pooled[i]:
                 fallback = "out of distribution: routed on pooled statistics"
-            elif self.single_:
+            elif t["single"]:
                 fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
             elif self.pairs_[j] in self.prior_pairs_:
                 fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"

@@ -93,7 +93,8 @@ def route_at(router: Router, queries: Any, point: OperatingPoint) -> list[Decisi
     tol = float(point.tolerance or 0.0)
     if hasattr(router, "query_tables"):
         emb = router.embed(queries) if not isinstance(queries, np.ndarray) else queries
-        t = router.query_tables(emb, 0.0)
+        single = router.single_at(tolerance=tol) if hasattr(router, "single_at") else None
+        t = router.query_tables(emb, 0.0, single)
         choice = cheapest_within(t["accuracy"], t["cost"], tol, np.isfinite(t["utility"]))
         decisions = router._decisions(t, 0.0)  # noqa: SLF001 - the router's own explanations at a = 0
         for i, (d, j) in enumerate(zip(decisions, choice)):
