@@ -72,8 +72,15 @@ def run_server(argv: list[str], cwd: Path, env: dict[str, str], port: int) -> No
         from openai import OpenAI
 
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        reply = client.chat.completions.create(model="atlas", messages=[{"role": "user", "content": "What is 2 + 2?"}])
-        assert reply.choices[0].message.content
+        if "--router" in argv:
+            reply = client.chat.completions.create(model="atlas", messages=[{"role": "user", "content": "What is 2 + 2?"}])
+            assert reply.choices[0].message.content
+            return
+        # no options: the shipped router routes the product to a tool pair, as `atlas ask` does
+        reply = client.chat.completions.create(model="atlas", messages=[{"role": "user", "content": "What is 7321 * 58?"}])
+        routed = reply.model_extra["atlas"]
+        print("serve, no options:", routed["pair"], reply.choices[0].message.content)
+        assert routed["router"] and routed["tool"] not in (None, "none") and "424618" in reply.choices[0].message.content
     finally:
         proc.terminate()
         proc.wait(timeout=60)

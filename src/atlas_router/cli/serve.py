@@ -51,7 +51,13 @@ def _build_app(opts: dict[str, Any], handle_sighup: bool):
                          "api_keys_sha256 in --config (or bind to 127.0.0.1)")
     if not keys.enabled:
         gateway_logger().warning("no API keys configured: the gateway accepts every request on loopback")
-    routers, loaders = load_routers(opts["router"], opts["policy"])
+    paths = opts["router"]
+    if not paths and opts["pool"] is None:  # the embedded pool routes with the router shipped for it
+        from atlas_router.routers.embedded import default_router_path
+
+        paths = [str(default_router_path())]
+        gateway_logger().info(f"routing with the shipped router of the embedded pool: {paths[0]}")
+    routers, loaders = load_routers(paths, opts["policy"])
     workers = int(opts.get("workers", 1))
     if workers > 1:  # the configured limits are the gateway's: each worker admits its share
         settings = settings.model_copy(update={"max_concurrency": -(-settings.max_concurrency // workers),
@@ -93,7 +99,8 @@ def serve(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
     router: Optional[list[str]] = typer.Option(
         None, "--router", help="A saved router file (data only, runs no code); repeat for several. A cluster "
-        "router answers to atlas-cluster, a hybrid to atlas-hybrid, ...; 'atlas' takes the best one loaded."),
+        "router answers to atlas-cluster, a hybrid to atlas-hybrid, ...; 'atlas' takes the best one loaded. "
+        "Default with the embedded pool: the router shipped for it."),
     policy: Optional[str] = typer.Option(None, "--policy", help="A trained RL policy directory: served as "
                                          "atlas-rl, and with a cluster router as atlas-hybrid."),
     config: Optional[str] = typer.Option(None, "--config", help="Gateway settings YAML (limits, timeouts, key digests)."),

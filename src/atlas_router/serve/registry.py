@@ -132,8 +132,15 @@ def _accepts_alpha(router: Any) -> bool:
 
 
 def call_route(router: Any, queries: list[str], alpha: float | None) -> list[RouteResult]:
-    """Call ``router.route`` once for a batch; ``alpha`` goes in as a keyword when the router takes one."""
-    if alpha is not None and _accepts_alpha(router):
+    """Route a batch at the request's ``alpha``, or else at the default operating point ("cheapest pair
+    within 2 accuracy points of the best"), exactly as ``atlas ask`` does, for routers that estimate
+    per-pair accuracy; other routers get ``alpha`` as a keyword when they take one."""
+    from atlas_router.routers.operating_point import OperatingPoint, route_at
+
+    if hasattr(router, "query_tables") or hasattr(router, "predict_accuracy"):
+        point = OperatingPoint() if alpha is None else OperatingPoint(tolerance=None, alpha=alpha)
+        decisions = route_at(router, queries, point)
+    elif alpha is not None and _accepts_alpha(router):
         decisions = router.route(queries, alpha=alpha)
     else:
         decisions = router.route(queries)
