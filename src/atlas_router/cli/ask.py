@@ -66,9 +66,8 @@ def ask(
     images = load_images(image or [])  # checked before any work: hostile or broken images fail here
     if router == "rl":
         question = routing_text(question, images)  # the policy and its pairs see the images' descriptions
-        from atlas_router.rl.inference import ask_cli
 
-        raise typer.Exit(ask_cli(pool, policy, question, as_json))
+        raise typer.Exit(_ask_with_policy(pool, policy, question, as_json))
     if router not in ("file", "pair"):
         raise AtlasError(f"unknown --router '{router}'; use file or rl")
     the_pool = load_pool(pool)
@@ -119,3 +118,37 @@ def _explanation(model: str, tool: str, why: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("ask")(ask)
+
+
+def _ask_with_policy(pool_path: str | None, policy_dir: str | None, question: str, as_json: bool) -> int:
+    """``atlas ask --router rl --policy DIR``: print the trajectory (or its JSON); exit status 1 without an answer."""
+    import json
+    import sys
+
+    from atlas_router.rl.inference import cached_policy, answer_with_policy
+    from atlas_router.rl.rollout import Trajectory
+
+    if not policy_dir:
+        raise AtlasError("--router rl needs --policy DIR (a directory written by 'atlas train-rl')")
+    cached_policy(policy_dir)  # a bad directory fails before the pool is touched
+    pool = load_pool(pool_path)
+
+    async def go() -> Trajectory:
+        try:
+            return await answer_with_policy(pool, policy_dir, question)
+        finally:
+            await pool.aclose()
+
+    traj = run_async(go())
+    if as_json:
+        sys.stdout.write(json.dumps(traj.to_dict(), ensure_ascii=False, indent=2, default=str) + "\n")
+    else:
+        out = sys.stdout
+        out.write(traj.episode.transcript().strip() + "\n\n")
+        for i, o in enumerate(traj.episode.outcomes, 1):
+            where = f"{o.route.model}@@{o.route.tool}" if o.route else "invalid route"
+            out.write(f"route {i}: {where} ({o.source}, cost {o.cost:.6g}){' error: ' + o.error if o.error else ''}\n")
+        if traj.format_problems:
+            out.write(f"format problems: {'; '.join(traj.format_problems)}\n")
+        out.write(f"answer: {traj.episode.answer if traj.episode.answer is not None else '(none)'}\n")
+    return 0 if traj.episode.answer else 1

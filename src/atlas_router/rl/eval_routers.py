@@ -61,9 +61,9 @@ class PolicyRouter(Router):
     def _fit(self, table: QueryTable) -> None:
         if not self.policy:
             raise AtlasError(f"router '{self.name}' needs --policy DIR (a policy written by 'atlas train-rl')")
-        from atlas_router.rl.inference import _policy
+        from atlas_router.rl.inference import cached_policy
 
-        _policy(self.policy)  # a bad directory fails at fit time, in one line
+        cached_policy(self.policy)  # a bad directory fails at fit time, in one line
 
     def _pool_view(self, meta: dict[str, Any]) -> Any:
         from atlas_router.config import load_pool_config
@@ -81,11 +81,11 @@ class PolicyRouter(Router):
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
         from atlas_router.rl.env import RoutingEnv
-        from atlas_router.rl.inference import _policy
+        from atlas_router.rl.inference import cached_policy
         from atlas_router.rl.replay import Task
         from atlas_router.rl.rollout import SamplingConfig, rollout
 
-        tokenizer, actor, meta = _policy(self.policy or "")
+        tokenizer, actor, meta = cached_policy(self.policy or "")
         env = RoutingEnv(self._pool_view(meta), _DecisionOnly(), max_routes=1, tokenizer=tokenizer)  # type: ignore[arg-type]
         sampling = SamplingConfig(temperature=0.0, max_turn_tokens=int(meta.get("max_turn_tokens", 256)),
                                   max_response_tokens=int(meta.get("max_response_tokens", 1024)))

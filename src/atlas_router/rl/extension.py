@@ -44,11 +44,11 @@ def extended_records(records: pd.DataFrame, new_model: str = NEW_MODEL.name, dom
 
 async def extension_check(policy_dir: str, *, splits: tuple[str, ...] = ("test",)) -> dict[str, Any]:
     """Routes of the unchanged policy on the held-out queries once ``math-lm`` joins the pool."""
-    from atlas_router.rl.inference import _policy
+    from atlas_router.rl.inference import cached_policy
     from atlas_router.rl.rollout import SamplingConfig, rollout
     from atlas_router.rl.suite import suite_pool, suite_records
 
-    tokenizer, actor, meta = _policy(policy_dir)
+    tokenizer, actor, meta = cached_policy(policy_dir)
     base = PoolView.from_config(suite_pool())
     pool = PoolView(base.models + (NEW_MODEL,), base.tools)
     table = ReplayTable(extended_records(suite_records()))

@@ -22,7 +22,8 @@ _LOADED: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
 _LOCK = threading.Lock()
 
 
-def _policy(policy_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
+def cached_policy(policy_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
+    """(tokenizer, actor, meta) of a saved policy, loaded once per process (the gateway, eval and ask share it)."""
     key = str(Path(policy_dir).expanduser().resolve())
     with _LOCK:
         if key not in _LOADED:
@@ -39,7 +40,7 @@ async def answer_with_policy(pool: Any, policy_dir: str | os.PathLike[str], ques
     the final answer (``trajectory.episode.answer``, None when the policy never answered) and, in
     ``trajectory.format_problems``, every way it broke the protocol.
     """
-    tokenizer, actor, meta = _policy(policy_dir)
+    tokenizer, actor, meta = cached_policy(policy_dir)
     env = RoutingEnv(PoolView.from_config(pool.config), LiveExecutor(pool),
                      max_routes=max_routes or int(meta.get("max_routes", DEFAULT_MAX_ROUTES)),
                      obs_token_cap=int(meta.get("obs_token_cap", DEFAULT_OBS_TOKEN_CAP)), tokenizer=tokenizer)
@@ -51,37 +52,3 @@ async def answer_with_policy(pool: Any, policy_dir: str | os.PathLike[str], ques
     (traj,) = await rollout(actor, tokenizer, env, [Task(question=question)], sampling)
     traj.format_problems = format_problems(traj.episode, env.pool)
     return traj
-
-
-def ask_cli(pool_path: str | None, policy_dir: str | None, question: str, as_json: bool) -> int:
-    """``atlas ask --router rl --policy DIR``: print the trajectory (or its JSON); exit status 1 without an answer."""
-    import json
-    import sys
-
-    from atlas_router.cli.common import load_pool, run_async
-    from atlas_router.errors import AtlasError
-
-    if not policy_dir:
-        raise AtlasError("--router rl needs --policy DIR (a directory written by 'atlas train-rl')")
-    _policy(policy_dir)  # a bad directory fails before the pool is touched
-    pool = load_pool(pool_path)
-
-    async def go() -> Trajectory:
-        try:
-            return await answer_with_policy(pool, policy_dir, question)
-        finally:
-            await pool.aclose()
-
-    traj = run_async(go())
-    if as_json:
-        sys.stdout.write(json.dumps(traj.to_dict(), ensure_ascii=False, indent=2, default=str) + "\n")
-    else:
-        out = sys.stdout
-        out.write(traj.episode.transcript().strip() + "\n\n")
-        for i, o in enumerate(traj.episode.outcomes, 1):
-            where = f"{o.route.model}@@{o.route.tool}" if o.route else "invalid route"
-            out.write(f"route {i}: {where} ({o.source}, cost {o.cost:.6g}){' error: ' + o.error if o.error else ''}\n")
-        if traj.format_problems:
-            out.write(f"format problems: {'; '.join(traj.format_problems)}\n")
-        out.write(f"answer: {traj.episode.answer if traj.episode.answer is not None else '(none)'}\n")
-    return 0 if traj.episode.answer else 1

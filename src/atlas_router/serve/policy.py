@@ -71,9 +71,9 @@ class PolicyWorker:
 
     def warm(self) -> None:
         """Load the policy's weights now (on the worker thread), not on the first request."""
-        from atlas_router.rl.inference import _policy  # the cache answer_with_policy reads from
+        from atlas_router.rl.inference import cached_policy  # the cache answer_with_policy reads from
 
-        asyncio.run_coroutine_threadsafe(asyncio.to_thread(_policy, self.policy_dir), self._loop).result()
+        asyncio.run_coroutine_threadsafe(asyncio.to_thread(cached_policy, self.policy_dir), self._loop).result()
 
     def close(self, wait_s: float = 120.0) -> None:
         """Stop the thread once the episode under way (if any) has finished, waiting at most ``wait_s``."""
