@@ -141,10 +141,11 @@ def test_local_n_and_logprobs(local_gw):
 @pytest.mark.timeout(1800)  # CPU generation on a shared machine; the assertions below are about order, not time
 def test_local_streaming_is_live(local_gw, local_pool):
     """The first text arrives while the model is still generating (its run lock is held), token by token;
-    usage is null on every chunk but the last, which carries it. Prints time to first text over total."""
+    usage is null on every chunk but the last, which carries it. A 200-token answer's first text comes before
+    30% of the total time (the issue's bar; a ratio within one run, so a busy machine slows both ends)."""
     c = slow_client(local_gw)
     model = local_pool.model("smollm2-135m")
-    tokens = 64
+    tokens = 200
     start = time.perf_counter()
     stream = c.chat.completions.create(model="atlas", stream=True, stream_options={"include_usage": True},
                                        max_tokens=tokens, messages=[{"role": "user", "content": "Write a long story about a dragon and a knight."}])
@@ -157,6 +158,7 @@ def test_local_streaming_is_live(local_gw, local_pool):
     total = time.perf_counter() - start
     print(f"\nstreamed {tokens}-token answer: first text after {first_at:.2f}s of {total:.2f}s ({first_at / total:.0%})")
     assert busy_at_first  # the text came out before the model had finished
+    assert first_at / total < 0.30
     content = [ch for ch in chunks if ch.choices and ch.choices[0].delta.content]
     assert len(content) > tokens // 2  # token pieces, not the finished text cut up
     assert all(ch.usage is None for ch in chunks[:-1]) and chunks[-1].usage.completion_tokens == tokens
