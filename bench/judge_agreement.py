@@ -29,11 +29,11 @@ import pandas as pd
 
 from atlas_router.cli.judge import print_report
 from atlas_router.data.benchmarks import get_benchmark, load_benchmark
-from atlas_router.data.graders.agreement import (
+from atlas_router.eval.judge_agreement import (
     compare_routers, judge_records, label_agreement, preference_agreement, sample_queries,
 )
 from atlas_router.data.graders.judge import build_label_free_grader
-from atlas_router.data.importers.routellm import read_routellm
+from atlas_router.records.importers.routellm import read_routellm
 from atlas_router.pool.pool import Pool
 from atlas_router.records import collect as collecting
 from atlas_router.records.schema import query_key

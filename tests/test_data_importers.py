@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atlas_router.data.importers import import_into, read_llmrouter, read_routellm, read_routerbench
+from atlas_router.records.importers import import_into, read_llmrouter, read_routellm, read_routerbench
 from atlas_router.errors import AtlasError
 from atlas_router.records.schema import query_key
 from atlas_router.records.store import RecordStore

@@ -128,7 +128,7 @@ def connection_counting_app(ports: list[int], delay_s: float = 0.01):
 
 
 def test_models_on_one_upstream_share_one_keep_alive_pool():
-    from atlas_router.pool.models import http_clients
+    from atlas_router.models import http_clients
 
     ports: list[int] = []
     with running_server(connection_counting_app(ports)) as url:

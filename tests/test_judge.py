@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 
 from atlas_router.data.graders import LABEL_FREE_GRADERS, build_label_free_grader
-from atlas_router.data.graders.agreement import label_agreement, preference_agreement
+from atlas_router.eval.judge_agreement import label_agreement, preference_agreement
 from atlas_router.data.graders.judge import PairwiseJudge, parse_rating, parse_verdict, parse_yes_no
 from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
@@ -201,7 +201,7 @@ def test_agreement_measures():
 
 
 def test_compare_routers_with_a_grader_that_never_decided():
-    from atlas_router.data.graders.agreement import compare_routers
+    from atlas_router.eval.judge_agreement import compare_routers
     from atlas_router.routers.encoders import build_encoder
 
     rows = [{"query": f"What is {i} plus {i}?", "benchmark": "b", "model": m, "tool": "none",

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from atlas_router.data.graders.agreement import sample_queries
-from atlas_router.data.importers.routellm import read_routellm
+from atlas_router.eval.judge_agreement import sample_queries
+from atlas_router.records.importers.routellm import read_routellm
 from atlas_router.eval.split import split_records
 from atlas_router.records.store import RecordStore
 from atlas_router.serve.model_server import create_model_app

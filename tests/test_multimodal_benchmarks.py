@@ -17,7 +17,7 @@ from atlas_router.data.benchmarks.loading import BenchmarkError
 from atlas_router.data.benchmarks.multimodal import example_images
 from atlas_router.data.graders import grade
 from atlas_router.data.graders.multimodal import extract_count, grade_count, grade_geometry, grade_relaxed, relaxed_match
-from atlas_router.execution.images import load_image
+from atlas_router.core.images import load_image
 from atlas_router.execution.runner import PairJob, run_pairs
 from atlas_router.pool.pool import Pool
 from support.fake_vlm import SceneBook, create_fake_vlm_app

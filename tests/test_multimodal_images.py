@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from atlas_router.errors import AtlasError
-from atlas_router.execution.images import (
+from atlas_router.core.images import (
     ImageError,
     ImageInput,
     MAX_IMAGE_BYTES,

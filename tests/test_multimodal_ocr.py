@@ -15,7 +15,7 @@ import yaml
 from rapidfuzz.distance import Levenshtein
 
 from atlas_router.config import ToolSpec
-from atlas_router.execution.images import load_image
+from atlas_router.core.images import load_image
 from atlas_router.tools.base import ToolContext
 from atlas_router.tools.multimodal.describe import describe_image, routing_text
 from atlas_router.tools.multimodal.ocr import noise_level, ocr_image

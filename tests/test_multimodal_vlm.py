@@ -20,7 +20,7 @@ import yaml
 
 from atlas_router.config import ToolSpec, parse_pool_config
 from atlas_router.errors import ConfigError
-from atlas_router.execution.images import load_image
+from atlas_router.core.images import load_image
 from atlas_router.execution.runner import PairJob, run_pair, run_pairs
 from atlas_router.pool.pool import Pool
 from atlas_router.tools.base import ToolContext

@@ -12,7 +12,7 @@ from atlas_router.config import ModelSpec
 from atlas_router.errors import AtlasError
 from atlas_router.eval.replay import ReplayTable, evaluate_router
 from atlas_router.eval.split import split_records
-from atlas_router.pool.models.base import ChatModel, Completion
+from atlas_router.models.base import ChatModel, Completion
 from atlas_router.routers import load_router, make_router, router_names
 from atlas_router.routers.encoders import build_encoder
 from support.routing_data import synthetic_records

@@ -17,7 +17,7 @@ import pytest
 
 from atlas_router.config import ModelSpec, ToolSpec
 from atlas_router.errors import ConfigError
-from atlas_router.pool.models.base import ChatModel, Completion, SamplingParams
+from atlas_router.models.base import ChatModel, Completion, SamplingParams
 from atlas_router.tools.base import ToolContext
 from atlas_router.tools.prm import PRMTool, majority_vote, prm_input, split_steps, vote_key
 from atlas_router.tools.registry import build_tool

@@ -1,6 +1,6 @@
 """Records frames for routing tests: the public LLMRouter table, and a synthetic one with several tools.
 
-The LLMRouter table goes through the project's own importer (``data.importers.read_llmrouter``): cost
+The LLMRouter table goes through the project's own importer (``records.importers.read_llmrouter``): cost
 is estimated from text length times each model's price in default_llm.json (see that module).
 """
 
@@ -21,7 +21,7 @@ LLMROUTER = SHARED_DATA / "routing" / "llmrouter"
 
 def llmrouter_records(directory: Path = LLMROUTER) -> pd.DataFrame:
     """train.json joined with default_query_train.jsonl (task names) and default_llm.json (prices)."""
-    from atlas_router.data.importers import read_llmrouter
+    from atlas_router.records.importers import read_llmrouter
 
     return read_llmrouter(directory / "train.json", directory / "default_query_train.jsonl",
                           directory / "default_llm.json").records

@@ -14,7 +14,7 @@ import typer
 
 from atlas_router.cli.common import load_pool, print_json, run_async
 from atlas_router.errors import AtlasError
-from atlas_router.execution.images import load_images
+from atlas_router.core.images import load_images
 from atlas_router.execution.runner import run_pair
 from atlas_router.execution.validate import read_question, validate_question
 from atlas_router.tools.multimodal.describe import routing_text

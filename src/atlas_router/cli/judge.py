@@ -39,7 +39,7 @@ def judge_agreement(
 ) -> None:
     """Regrade gold-graded records with GRADER; print its agreement with the gold labels and its effect on routing."""
     from atlas_router.cli.routing import load_records
-    from atlas_router.data.graders.agreement import (
+    from atlas_router.eval.judge_agreement import (
         compare_routers, judge_records, label_agreement, preference_agreement, sample_queries,
     )
     from atlas_router.data.graders.judge import build_label_free_grader

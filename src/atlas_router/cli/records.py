@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atlas_router.cli.common import print_json
-from atlas_router.data.importers import ImportResult, import_into, read_llmrouter, read_routellm, read_routerbench
+from atlas_router.records.importers import ImportResult, import_into, read_llmrouter, read_routellm, read_routerbench
 from atlas_router.errors import AtlasError
 from atlas_router.records.store import RecordStore
 

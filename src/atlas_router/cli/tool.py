@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from atlas_router.cli.common import load_pool, print_json, run_async
-from atlas_router.execution.images import load_image
+from atlas_router.core.images import load_image
 from atlas_router.execution.validate import validate_question
 from atlas_router.tools.base import ToolContext
 

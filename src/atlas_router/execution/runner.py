@@ -14,13 +14,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from atlas_router.execution.answers import extract_answer
-from atlas_router.execution.images import content_text, redact_images, user_content, with_text
+from atlas_router.core.answers import extract_answer
+from atlas_router.core.images import (ImageInput, ImageSource, content_text, load_images, redact_images,
+                                      to_content_parts, with_text)
 from atlas_router.execution.prompts import observation_message, system_prompt
 from atlas_router.execution.record import PairRecord
-from atlas_router.pool.models.base import ChatModel, Completion, SamplingParams
+from atlas_router.models.base import ChatModel, Completion, SamplingParams
 from atlas_router.pool.pool import Pool
 from atlas_router.tools.base import Tool, ToolContext
+from atlas_router.tools.multimodal.describe import describe_image
 
 MAX_TOOL_CALLS = 3
 
@@ -158,3 +160,15 @@ async def run_pairs(pool: Pool, jobs: Iterable[PairJob], *, concurrency: int = 8
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(job_list))))))
     return cast(list[PairRecord], results)  # every index was filled, or gather raised
+
+
+def user_content(question: str, images: Sequence[ImageSource], vision: bool, **options: Any) -> tuple[list[ImageInput], Any]:
+    """The checked images and the first user message's content for a model: content parts (text, then
+    the images as data URLs) for a vision model, the question plus one ``[image: ...]`` description per
+    image for a text-only model (which would fail or ignore image parts)."""
+    loaded = load_images(images, **options)
+    if not loaded:
+        return [], question
+    if vision:
+        return loaded, to_content_parts(question, loaded)
+    return loaded, "\n\n".join([question, *(describe_image(img) for img in loaded)])

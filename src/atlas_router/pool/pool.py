@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from atlas_router.config import PoolConfig, load_pool_config
-from atlas_router.pool.models.base import ChatModel
-from atlas_router.pool.models.cache import ResponseCache
-from atlas_router.pool.models.factory import build_model
+from atlas_router.models.base import ChatModel
+from atlas_router.models.cache import ResponseCache
+from atlas_router.models.factory import build_model
 from atlas_router.tools.base import Tool
 from atlas_router.tools.registry import build_tool
 

@@ -69,20 +69,20 @@ async def run_token_episode(generate: Generate, tokenizer: Any, env: RoutingEnv,
 def local_generate(model: Any, tokenizer: Any, *, temperature: float = 1.0,
                    generator: torch.Generator | None = None) -> Generate:
     """A ``Generate`` over an in-process causal LM (what a generation server does, one request at a time)."""
-    from atlas_router.rl.rollout import SamplingConfig, _RaggedBatch, _sample_row
+    from atlas_router.rl.rollout import RaggedBatch, SamplingConfig, sample_row
 
     eos = tokenizer.eos_token_id
     cfg = SamplingConfig(temperature=temperature)
 
     async def generate(context: list[int], max_tokens: int) -> tuple[list[int], list[float]]:
-        batch = _RaggedBatch(model, 1, tokenizer.pad_token_id or 0)
+        batch = RaggedBatch(model, 1, tokenizer.pad_token_id or 0)
         ids: list[int] = []
         lps: list[float] = []
         pending = list(context)
         with torch.inference_mode():
             while len(ids) < max_tokens:
                 logits = batch.feed([pending])[0]
-                row = _sample_row(logits, cfg, generator)
+                row = sample_row(logits, cfg, generator)
                 token = row if batch.rows_to_ids is None else int(batch.rows_to_ids[row])
                 ids.append(token)
                 lps.append(float(torch.log_softmax(logits, dim=-1)[row]))

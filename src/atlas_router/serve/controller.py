@@ -22,14 +22,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from atlas_router.execution.images import content_text
+from atlas_router.core.images import content_text
 
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
 from atlas_router.execution.record import PairRecord
 from atlas_router.execution.runner import pair_messages, run_pair
-from atlas_router.pool.models.base import ChatModel, Completion, Delta, SamplingParams
-from atlas_router.pool.models.openai_http import UpstreamRefused
+from atlas_router.models.base import ChatModel, Completion, Delta, SamplingParams
+from atlas_router.models.openai_http import UpstreamRefused
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.breaker import BreakerBoard
 from atlas_router.serve.latency import LatencyBook, within_budget

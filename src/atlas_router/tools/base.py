@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from atlas_router.config import ToolSpec
-    from atlas_router.pool.models.base import ChatModel
+    from atlas_router.models.base import ChatModel
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from atlas_router.execution.answers import extract_answer
-from atlas_router.pool.models.base import Completion, SamplingParams
+from atlas_router.core.answers import extract_answer
+from atlas_router.models.base import Completion, SamplingParams
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.settings_check import reject_unknown
 

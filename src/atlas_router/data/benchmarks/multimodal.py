@@ -23,7 +23,7 @@ from atlas_router.data.benchmarks import find_benchmark, register
 from atlas_router.data.benchmarks.base import Benchmark, Example, HubSource
 from atlas_router.data.benchmarks.loading import BenchmarkError
 from atlas_router.data.benchmarks.registry import choice_prompt
-from atlas_router.execution.images import ImageError, confine, load_image
+from atlas_router.core.images import ImageError, confine, load_image
 
 IMAGE_FIELDS = ("images", "image", "image_path", "img", "image_file", "image_url")
 _NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "

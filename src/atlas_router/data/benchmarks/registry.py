@@ -13,7 +13,7 @@ from typing import Any
 
 from atlas_router.data.benchmarks.base import Benchmark, Example, HubSource
 from atlas_router.data.graders.choice import LETTERS, reference_letter
-from atlas_router.execution.answers import last_boxed
+from atlas_router.core.answers import last_boxed
 
 # -- prompts -----------------------------------------------------------------------------------------
 

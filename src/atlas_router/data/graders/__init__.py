@@ -19,7 +19,7 @@ from atlas_router.data.graders.multimodal import count_text, extract_geometry, g
 from atlas_router.data.graders.numeric import extract_number, grade_number
 from atlas_router.data.graders.short_answer import exact_match, grade_short_answer, token_f1
 from atlas_router.errors import AtlasError
-from atlas_router.execution.answers import extract_answer
+from atlas_router.core.answers import extract_answer
 
 if TYPE_CHECKING:
     from atlas_router.data.benchmarks.base import Benchmark, Example

@@ -11,7 +11,7 @@ import string
 from collections.abc import Sequence
 
 from atlas_router.data.graders.short_answer import normalize_answer
-from atlas_router.execution.answers import last_boxed
+from atlas_router.core.answers import last_boxed
 
 LETTERS = string.ascii_uppercase[:10]
 

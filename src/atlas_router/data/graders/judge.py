@@ -37,8 +37,8 @@ from itertools import combinations
 from typing import TYPE_CHECKING
 
 from atlas_router.errors import AtlasError
-from atlas_router.execution.answers import extract_answer
-from atlas_router.pool.models.base import ChatModel, SamplingParams
+from atlas_router.core.answers import extract_answer
+from atlas_router.models.base import ChatModel, SamplingParams
 from atlas_router.tools.prm import AGGREGATES, PoolingRewardClient, RewardModelError, aggregate, vote_key
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ def _judge_model(arg: str, pool: "Pool | None", kind: str) -> ChatModel:
     model_id, sep, url = arg.rpartition("@")
     if sep and url.startswith(("http://", "https://")):
         from atlas_router.config import ModelSpec
-        from atlas_router.pool.models.factory import build_model
+        from atlas_router.models.factory import build_model
 
         if not model_id:
             raise AtlasError(f"grader '{kind}:{arg}': expected {kind}:MODEL_ID@http://HOST:PORT/v1")

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from atlas_router.execution.answers import extract_answer, last_boxed
+from atlas_router.core.answers import extract_answer, last_boxed
 
 DEFAULT_TIMEOUT_S = 5
 

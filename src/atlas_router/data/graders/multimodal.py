@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from atlas_router.data.graders.choice import LETTERS, extract_choice, reference_letter
 from atlas_router.data.graders.numeric import extract_number, parse_number
 from atlas_router.data.graders.short_answer import normalize_answer, references_of
-from atlas_router.execution.answers import extract_answer
+from atlas_router.core.answers import extract_answer
 
 RELAXED_TOLERANCE = 0.05
 _WORDS = {w: i for i, w in enumerate(

@@ -11,7 +11,7 @@ import math
 import re
 from fractions import Fraction
 
-from atlas_router.execution.answers import last_boxed
+from atlas_router.core.answers import last_boxed
 
 DEFAULT_REL_TOL = 1e-6
 DEFAULT_ABS_TOL = 1e-9

@@ -18,7 +18,7 @@ import numpy as np
 
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
-from atlas_router.pool.models.base import ChatModel, SamplingParams
+from atlas_router.models.base import ChatModel, SamplingParams
 from atlas_router.routers.base import Decision, Queries, Router
 from atlas_router.routers.table import QueryTable, pair_label
 from atlas_router.routers.utility import best_pairs, utility

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from atlas_router.execution.images import ImageError, ImageInput, load_image
+from atlas_router.core.images import ImageError, ImageInput, load_image
 from atlas_router.tools.base import ToolContext
 
 

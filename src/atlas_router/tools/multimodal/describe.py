@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from atlas_router.errors import AtlasError
-from atlas_router.execution.images import ImageInput, ImageSource, load_image
+from atlas_router.core.images import ImageInput, ImageSource, load_image
 
 THUMB_SIDE = 256
 _CACHE: OrderedDict[tuple[str, bool, int], str] = OrderedDict()

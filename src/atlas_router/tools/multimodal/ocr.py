@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from atlas_router.errors import AtlasError
-from atlas_router.execution.images import ImageInput
+from atlas_router.core.images import ImageInput
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.multimodal.common import context_images, find_call, parse_image_call
 from atlas_router.tools.settings_check import reject_unknown

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 
 from atlas_router.config import ModelSpec, Sampling
 from atlas_router.errors import AtlasError
-from atlas_router.execution.images import ImageInput, image_part
-from atlas_router.pool.models.openai_http import OpenAIChatModel
+from atlas_router.core.images import ImageInput, image_part
+from atlas_router.models.openai_http import OpenAIChatModel
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.multimodal.common import answer_line, context_images, find_call, parse_image_call, parse_json_reply
 from atlas_router.tools.settings_check import reject_unknown

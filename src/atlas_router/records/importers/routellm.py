@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from atlas_router.data.importers.common import (
+from atlas_router.records.importers.common import (
     ImportFormatError, ImportResult, check_scores, domain_of, is_blank, score_columns, with_query_ids,
 )
 from atlas_router.records.schema import SCHEMA_VERSION

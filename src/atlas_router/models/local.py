@@ -21,9 +21,9 @@ from typing import Any
 
 from atlas_router.config import ModelSpec
 from atlas_router.errors import BackendError
-from atlas_router.pool.models.base import ChatModel, Completion, Delta, Message, SamplingParams
-from atlas_router.pool.models.cache import ResponseCache
-from atlas_router.pool.models.weights import resolve_weights
+from atlas_router.models.base import ChatModel, Completion, Delta, Message, SamplingParams
+from atlas_router.models.cache import ResponseCache
+from atlas_router.models.weights import resolve_weights
 
 LLAMA_FEATURES = frozenset({"tools", "response_format", "n", "presence_penalty", "frequency_penalty"})
 CONVERTED_DIR = Path(os.environ.get("ATLAS_MODEL_CACHE", "~/.cache/atlas-router/converted")).expanduser()

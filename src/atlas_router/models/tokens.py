@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from atlas_router.pool.models.weights import resolve_weights
+from atlas_router.models.weights import resolve_weights
 
 
 @functools.lru_cache(maxsize=4)

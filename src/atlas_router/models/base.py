@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from atlas_router.config import ModelSpec
 
 if TYPE_CHECKING:
-    from atlas_router.pool.models.cache import ResponseCache
+    from atlas_router.models.cache import ResponseCache
 
 Message = dict[str, Any]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from atlas_router.data.importers.common import (
+from atlas_router.records.importers.common import (
     ImportFormatError, ImportResult, check_scores, domain_of, is_blank, split_from_name, with_query_ids,
 )
 from atlas_router.records.schema import SCHEMA_VERSION

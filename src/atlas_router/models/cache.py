@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from atlas_router.config import ModelSpec
-from atlas_router.pool.models.base import Completion, SamplingParams
+from atlas_router.models.base import Completion, SamplingParams
 
 
 class ResponseCache:

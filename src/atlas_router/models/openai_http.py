@@ -18,10 +18,10 @@ import httpx
 
 from atlas_router.config import ModelSpec
 from atlas_router.errors import BackendError
-from atlas_router.pool.models import http_clients
-from atlas_router.pool.models.base import ChatModel, Completion, Delta, Message, SamplingParams
-from atlas_router.pool.models.cache import ResponseCache
-from atlas_router.pool.models.tokens import count_message_tokens, count_tokens
+from atlas_router.models import http_clients
+from atlas_router.models.base import ChatModel, Completion, Delta, Message, SamplingParams
+from atlas_router.models.cache import ResponseCache
+from atlas_router.models.tokens import count_message_tokens, count_tokens
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 BACKOFF_BASE_S = 0.25

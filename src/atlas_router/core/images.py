@@ -380,20 +380,6 @@ def redact_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def user_content(question: str, images: Sequence[ImageSource], vision: bool, **options: Any) -> tuple[list[ImageInput], Any]:
-    """The checked images and the first user message's content for a model: content parts (text, then
-    the images as data URLs) for a vision model, the question plus one ``[image: ...]`` description per
-    image for a text-only model (which would fail or ignore image parts)."""
-    loaded = load_images(images, **options)
-    if not loaded:
-        return [], question
-    if vision:
-        return loaded, to_content_parts(question, loaded)
-    from atlas_router.tools.multimodal.describe import describe_image
-
-    return loaded, "\n\n".join([question, *(describe_image(img) for img in loaded)])
-
-
 def with_text(content: Any, text: str) -> Any:
     """``content`` with its text replaced by ``text``, keeping any image parts."""
     if not isinstance(content, list):
