@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +178,25 @@ def import_into(result: ImportResult, out: str | Path) -> ImportResult:
     """Append the records to the store at ``out``; ``result.added`` says how many were new."""
     result.added = RecordStore(out).append(result.records)
     return result
+
+
+def read_files(source: str, paths: Sequence[str | Path], read_one: Callable[[Path], tuple], repeat_note: str
+               ) -> ImportResult:
+    """One ImportResult from several files of one table format: ``read_one(path)`` returns (records,
+    prompts, model names, blank rows skipped, notes); counts add up and repeated keys are noted."""
+    if not paths:
+        raise ImportFormatError(f"give at least one {source} file")
+    frames, queries, models, blank, notes = [], 0, {}, 0, []
+    for p in paths:
+        records, n_prompts, names, n_blank, file_notes = read_one(Path(p))
+        notes += file_notes
+        frames.append(records)
+        queries += n_prompts
+        blank += n_blank
+        models.update(dict.fromkeys(names))
+    records = pd.concat(frames, ignore_index=True)
+    dupes = int(records.duplicated(["query_id", "model", "tool"]).sum())
+    if dupes:
+        notes.append(f"{repeat_note} (kept once): {dupes}")
+    return ImportResult(source, [str(p) for p in paths], records, queries=queries, models=list(models),
+                        skipped_blank=blank, notes=notes)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from atlas_router.records.importers.common import (
-    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, score_columns, with_query_ids,
+    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, read_files, score_columns, with_query_ids,
 )
 from atlas_router.records.schema import SCHEMA_VERSION
 
@@ -74,19 +74,5 @@ def read_one(path: Path, benchmark: str | None = None) -> tuple[pd.DataFrame, in
 
 def read_routellm(paths: Sequence[str | Path], benchmark: str | None = None) -> ImportResult:
     """Records from one or more RouteLLM CSV files (their counts add up)."""
-    if not paths:
-        raise ImportFormatError("give at least one RouteLLM CSV file")
-    frames, queries, models, blank, notes = [], 0, {}, 0, []
-    for p in paths:
-        records, n_prompts, names, n_blank, file_notes = read_one(Path(p), benchmark)
-        notes += file_notes
-        frames.append(records)
-        queries += n_prompts
-        blank += n_blank
-        models.update(dict.fromkeys(names))
-    records = pd.concat(frames, ignore_index=True)
-    dupes = int(records.duplicated(["query_id", "model", "tool"]).sum())
-    if dupes:
-        notes.append(f"records repeating an earlier (prompt, model) (kept once): {dupes}")
-    return ImportResult("routellm", [str(p) for p in paths], records, queries=queries, models=list(models),
-                        skipped_blank=blank, notes=notes)
+    return read_files("routellm", paths, lambda p: read_one(p, benchmark),
+                      "records repeating an earlier (prompt, model)")

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from atlas_router.records.importers.common import (
-    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, score_columns, split_from_name, with_query_ids,
+    ImportFormatError, ImportResult, check_scores, domain_of, is_blank, read_files, score_columns, split_from_name,
+    with_query_ids,
 )
 from atlas_router.records.schema import SCHEMA_VERSION
 
@@ -107,19 +108,5 @@ def read_one(path: Path, trust_pickle: bool = False) -> tuple[pd.DataFrame, int,
 
 def read_routerbench(paths: Sequence[str | Path], trust_pickle: bool = False) -> ImportResult:
     """Records from one or more RouterBench tables (their counts add up); pickles only when trusted."""
-    if not paths:
-        raise ImportFormatError("give at least one RouterBench file")
-    frames, queries, models, blank, notes = [], 0, {}, 0, []
-    for p in paths:
-        records, n_prompts, names, n_blank, file_notes = read_one(Path(p), trust_pickle)
-        notes += file_notes
-        frames.append(records)
-        queries += n_prompts
-        blank += n_blank
-        models.update(dict.fromkeys(names))
-    records = pd.concat(frames, ignore_index=True)
-    dupes = int(records.duplicated(["query_id", "model", "tool"]).sum())
-    if dupes:
-        notes.append(f"records repeating an earlier (prompt, model) of the same eval (kept once): {dupes}")
-    return ImportResult("routerbench", [str(p) for p in paths], records, queries=queries, models=list(models),
-                        skipped_blank=blank, notes=notes)
+    return read_files("routerbench", paths, lambda p: read_one(p, trust_pickle),
+                      "records repeating an earlier (prompt, model) of the same eval")
