@@ -8,7 +8,7 @@ import sympy
 
 from atlas_router.config import ToolSpec
 from atlas_router.errors import ConfigError
-from atlas_router.tools.calculator import CalcRequest, CalculatorError, compute, find_call, parse_math, parse_request
+from atlas_router.tools.calculator_math import CalcRequest, CalculatorError, compute, find_call, parse_math, parse_request
 from atlas_router.tools.registry import build_tool
 
 

@@ -25,7 +25,7 @@ def serve(memory_mb: int) -> None:
     """Answer one JSON request per stdin line until stdin closes."""
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from atlas_router.tools.calculator import CalcRequest, CalculatorError, compute
+    from atlas_router.tools.calculator_math import CalcRequest, CalculatorError, compute
 
     out = sys.stdout
     out.write('{"ready": true}\n')
