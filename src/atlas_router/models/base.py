@@ -13,12 +13,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from atlas_router.config import ModelSpec
-
-if TYPE_CHECKING:
-    from atlas_router.models.cache import ResponseCache
 
 Message = dict[str, Any]
 
@@ -79,12 +76,22 @@ class SamplingParams:
         return [name for name, on in used.items() if on]
 
 
+class CompletionCache(Protocol):
+    """What a model needs of a response cache (``models.cache.ResponseCache`` is the one we ship)."""
+
+    def key(self, spec: ModelSpec, params: "SamplingParams", messages: list[Message]) -> str: ...
+
+    def get(self, key: str) -> "Completion | None": ...
+
+    def put(self, key: str, completion: "Completion") -> None: ...
+
+
 class ChatModel(ABC):
     """A pool model. ``chat`` is safe to call concurrently; backends bound their own concurrency."""
 
     features: frozenset[str] = frozenset()  # which of SamplingParams.features() this backend serves
 
-    def __init__(self, spec: ModelSpec, cache: "ResponseCache | None" = None) -> None:
+    def __init__(self, spec: ModelSpec, cache: "CompletionCache | None" = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.cache = cache
