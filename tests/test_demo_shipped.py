@@ -82,3 +82,39 @@ def test_ask_routes_by_default():
     record = json.loads(proc.stdout)
     assert record["routing"]["operating_point"].startswith("cheapest within 2 accuracy points")
     assert record["tool"] in ("calculator", "python-code") and record["answer"] == "424618"
+
+
+def test_shipped_router_beats_every_single_pair_on_held_out_kinds():
+    """Multi-digit products and grade-school word problems of the test templates (never seen in training):
+    the router's replayed accuracy at the default operating point is >= every single pair's."""
+    from atlas_router.routers.operating_point import OperatingPoint, route_at
+
+    df = _shipped()
+    df = df[df["split"] == "test"]
+    template = {e.question: e.meta["template"] for b in ("suite-arithmetic", "suite-word-problems")
+                for e in load_benchmark(b)}
+    df = df[df["query"].map(template).isin({"arith-multiply-by", "arith-product-of"})
+            | (df["benchmark"] == "suite-word-problems")]
+    scores = df.pivot_table(index="query", columns="tool", values="score")
+    router = load_router(default_router_path())
+    for kind, queries in (("products", [q for q in scores.index if template[q].startswith("arith")]),
+                          ("word problems", [q for q in scores.index if template[q].startswith("wp")])):
+        tools = [d.tool for d in route_at(router, queries, OperatingPoint())]
+        routed = float(sum(scores.loc[q, t] for q, t in zip(queries, tools)) / len(queries))
+        best = scores.loc[queries].mean().max()
+        assert len(queries) >= 18 and routed >= best, (kind, routed, scores.loc[queries].mean().to_dict())
+
+
+def test_freshly_worded_products_and_word_problems_go_to_a_tool_that_computes():
+    """Wordings in no split of the suite: what the router learned is that a tool computes them."""
+    from atlas_router.routers.operating_point import OperatingPoint, route_at
+
+    products = ["What's 48213 multiplied by 67?", "Compute 5620 x 318.", "How much is 907 × 4415?",
+                "Please work out 77012*49.", "What do you get when you multiply 3381 and 926?"]
+    word = ["A bus carries 46 passengers on each trip. How many passengers does it carry in 23 trips?",
+            "A school has 38 classrooms with 29 desks in each. How many desks are there?",
+            "A box of pens costs 14 dollars. How much do 52 boxes cost?",
+            "A farm had 913 sheep and sold 278. How many sheep are left?"]
+    router = load_router(default_router_path())
+    for d in route_at(router, products + word, OperatingPoint()):
+        assert d.tool in ("calculator", "python-code"), (d.tool, d.explanation)

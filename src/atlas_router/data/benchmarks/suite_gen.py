@@ -154,6 +154,31 @@ def _word_problems() -> list[Template]:
         n = 2 * r.randint(30, 400)
         return f"What is the total of all even numbers from 2 to {n}?", str((n // 2) * (n // 2 + 1))
 
+    def car(r: random.Random) -> Item:
+        v, h = r.randint(35, 90), r.randint(2, 12)
+        return f"A car drives at {v} miles per hour for {h} hours. How many miles does it travel?", str(v * h)
+
+    def crates(r: random.Random) -> Item:
+        a, b = r.randint(12, 96), r.randint(15, 240)
+        return f"Each crate holds {a} apples. How many apples are there in {b} crates?", str(a * b)
+
+    def pages(r: random.Random) -> Item:
+        name, p, d = r.choice(_NAMES), r.randint(12, 80), r.randint(7, 60)
+        return f"{name} reads {p} pages a day. How many pages does {name} read in {d} days?", str(p * d)
+
+    def tank(r: random.Random) -> Item:
+        a = r.randint(1000, 9999)
+        b = r.randint(100, a - 1)
+        return (f"A tank holds {a} litres of water. After {b} litres are drained, how many litres are left?",
+                str(a - b))
+
+    def printer(r: random.Random) -> Item:
+        a, m = r.randint(12, 60), r.randint(15, 180)
+        return f"A printer prints {a} pages per minute. How many pages does it print in {m} minutes?", str(a * m)
+
+    # One-step problems (the first five) sit beside multi-step ones in both splits, so the train split
+    # shows where a tool helps on word problems, not only where nothing does. Appended last: the rows
+    # generated before them are unchanged.
     return [
         Template("wp-sum-to-n", "train", sum_to("What is the sum of all whole numbers from 1 to {n}?"), 14),
         Template("wp-multiples-count", "train", multiples("How many multiples of {k} are there from 1 to {n}?"), 14),
@@ -168,6 +193,11 @@ def _word_problems() -> list[Template]:
         Template("wp-farmer-trees", "test", trees, 8),
         Template("wp-train-distance", "test", train, 8),
         Template("wp-even-total", "test", evens, 6),
+        Template("wp-car-miles", "train", car, 9),
+        Template("wp-apple-crates", "train", crates, 9),
+        Template("wp-pages-read", "train", pages, 9),
+        Template("wp-tank-drained", "train", tank, 9),
+        Template("wp-printer-pages", "test", printer, 6),
     ]
 
 
