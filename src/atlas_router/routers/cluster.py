@@ -192,6 +192,7 @@ class ClusterRouter(Router):
         from threadpoolctl import threadpool_limits
 
         self._check_params()
+        self.__dict__.pop("_tables", None)  # tables and plans of an earlier fit
         # small dense algebra (<= a few thousand x a few hundred): one BLAS thread is fastest, and on a
         # busy machine several threads spin against each other (an SVD 50x slower on two shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
@@ -473,36 +474,15 @@ class ClusterRouter(Router):
     def query_tables(self, emb: np.ndarray, alpha: float, single: bool | None = None) -> dict[str, np.ndarray]:
         """Per query: cluster, distance, ood, table row, task posterior, mixed accuracy/cost/n/utility
         (``single``: see ``utility_table``)."""
-        emb = np.asarray(emb, dtype=np.float64)
-        clusters, dist = self.assign(emb)
-        ood = dist > self.ood_threshold_
-        rows = np.where(ood & (self.ood_fallback == "pooled"), self.n_clusters_, clusters)
+        return self._plan(alpha, single).tables(self, np.asarray(emb, dtype=np.float64))
+
+    def _plan(self, alpha: float, single: bool | None) -> "_RoutePlan":
+        """The routing plan at (alpha, single), built once and cached with the utility tables."""
         tab = self.utility_table(alpha, single)
-        w = self.task_weight_ if self.task_coef_ is not None else 0.0
-        post = self.task_posterior(emb) if w > 0 else None
-
-        def mix(cluster_table: np.ndarray, task_table: np.ndarray) -> np.ndarray:
-            out = cluster_table[rows]
-            if w == 0:
-                return out
-            by_task = np.einsum("nb,nbp->np", post, task_table[rows])
-            return by_task if w == 1.0 else (1.0 - w) * out + w * by_task
-
-        with np.errstate(invalid="ignore"):  # -inf columns (unservable pairs) stay -inf
-            u = mix(tab["u_c"], tab["u_t"])
-            acc = mix(self.accuracy_, self.task_accuracy_)
-            r = self.ridge_weight_
-            if r > 0:
-                learned = np.clip(emb @ self.ridge_coef_ + self.ridge_intercept_, 0.0, 1.0)
-                far = rows == self.n_clusters_
-                if far.any():  # out of distribution: no extrapolated success model
-                    learned[far] = self.default_accuracy_
-                u = u + (1 - alpha) * r * learned
-                acc = (1 - r) * acc + r * learned
-        u[~np.isfinite(u)] = -np.inf
-        return {"cluster": clusters, "distance": dist, "ood": ood, "row": rows, "posterior": post, "utility": u,
-                "single": tab["single"],
-                "accuracy": acc, "cost": mix(self.cost_, self.task_cost_), "n": mix(self.counts_, self.task_counts_)}
+        plan = tab.get("plan")
+        if plan is None:
+            plan = tab["plan"] = _RoutePlan(self, tab, alpha)
+        return plan
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
         t = self.query_tables(self.embed(queries), alpha)
@@ -595,6 +575,60 @@ class PaperClusterRouter(ClusterRouter):
     def __init__(self, k: int | None = None, alpha: float = 0.5, seed: int = 0, method: str = "paper",
                  **params: Any) -> None:
         super().__init__(k=k, alpha=alpha, seed=seed, method=method, **params)  # type: ignore[arg-type]
+
+
+class _RoutePlan:
+    """Everything routing reads at one (alpha, single), laid out so a batch (or one query) costs one matrix
+    product, a softmax and one gather-and-mix of the stacked tables, whatever the number of pairs:
+    the centroids, the benchmark logits and the ridge models share one projection ``emb @ proj``, and
+    utility, accuracy, cost and counts are mixed together as one (rows, 4, P) table."""
+
+    def __init__(self, router: "ClusterRouter", tab: dict[str, Any], alpha: float) -> None:
+        self.k = router.n_clusters_
+        self.w = router.task_weight_ if router.task_coef_ is not None else 0.0
+        self.r = router.ridge_weight_
+        self.alpha = alpha
+        parts = [router.centroids_.T]
+        if self.w > 0:
+            parts.append(router.task_coef_)
+        if self.r > 0:
+            parts.append(router.ridge_coef_)
+        self.proj = np.ascontiguousarray(np.hstack(parts), dtype=np.float64)
+        self.n_tasks = router.task_coef_.shape[1] if self.w > 0 else 0
+        self.cluster_table = np.stack([tab["u_c"], router.accuracy_, router.cost_, router.counts_], axis=1)
+        if self.w > 0:
+            task = np.stack([tab["u_t"], router.task_accuracy_, router.task_cost_, router.task_counts_], axis=2)
+            self.task_table = task.reshape(task.shape[0], task.shape[1], -1)  # (K+1, B, 4P)
+        self.single = tab["single"]
+
+    def tables(self, router: "ClusterRouter", emb: np.ndarray) -> dict[str, Any]:
+        k, w, r = self.k, self.w, self.r
+        proj = emb @ self.proj
+        d2 = (emb * emb).sum(1)[:, None] - 2.0 * proj[:, :k] + router.centroid_sq_[None, :]
+        clusters = d2.argmin(axis=1)
+        dist = np.sqrt(np.maximum(d2[np.arange(len(emb)), clusters], 0.0))
+        ood = dist > router.ood_threshold_
+        rows = np.where(ood & (router.ood_fallback == "pooled"), router.n_clusters_, clusters)
+        post = None
+        with np.errstate(invalid="ignore"):  # -inf columns (unservable pairs) stay -inf
+            mixed = self.cluster_table[rows]  # (n, 4, P)
+            if w > 0:
+                post = _softmax(proj[:, k:k + self.n_tasks] + router.task_intercept_)
+                by_task = np.matmul(post[:, None, :], self.task_table[rows])[:, 0].reshape(mixed.shape)
+                mixed = by_task if w == 1.0 else (1.0 - w) * mixed + w * by_task
+            u, acc = mixed[:, 0], mixed[:, 1]
+            if r > 0:
+                learned = np.clip(proj[:, k + self.n_tasks:] + router.ridge_intercept_, 0.0, 1.0)
+                far = rows == router.n_clusters_
+                if far.any():  # out of distribution: no extrapolated success model
+                    learned[far] = router.default_accuracy_
+                u = u + (1 - self.alpha) * r * learned
+                acc = (1 - r) * acc + r * learned
+            else:
+                u = u.copy()
+        u[~np.isfinite(u)] = -np.inf
+        return {"cluster": clusters, "distance": dist, "ood": ood, "row": rows, "posterior": post, "utility": u,
+                "single": self.single, "accuracy": acc, "cost": mixed[:, 2], "n": mixed[:, 3]}
 
 
 # -- statistics per cell ----------------------------------------------------------------------------
