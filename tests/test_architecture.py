@@ -34,6 +34,27 @@ def _imports() -> dict[str, set[str]]:
     return out
 
 
+def _module_imports() -> dict[str, set[str]]:
+    """Module -> the atlas_router modules it imports: ``from pkg import mod`` names the module ``pkg.mod``,
+    ``from mod import name`` the module ``mod``; relative imports are resolved."""
+    paths = {_module_name(p): p for p in SRC.rglob("*.py")}
+    out: dict[str, set[str]] = {}
+    for module, path in paths.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        out[module] = {t for t in found if t in paths and t != module}
+    return out
+
+
 def _package(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
@@ -56,6 +77,15 @@ def test_packages_import_each_other_without_cycles():
     assert order.index("core") < order.index("tools") < order.index("execution") < order.index("serve")
 
 
+def test_modules_import_each_other_without_cycles():
+    """Within a package too: a module never imports, directly or not, a module that imports it (a package's
+    ``__init__`` counts as a module of its own)."""
+    try:
+        graphlib.TopologicalSorter(_module_imports()).prepare()
+    except graphlib.CycleError as e:
+        raise AssertionError(f"module import cycle: {' -> '.join(e.args[1])}") from None
+
+
 def test_the_library_never_imports_the_cli():
     offenders = {m: sorted(t for t in targets if _package(t) == "cli") for m, targets in _imports().items()
                  if _package(m) not in ("cli", "__main__") and any(_package(t) == "cli" for t in targets)}
@@ -66,7 +96,7 @@ def test_ask_and_the_gateway_make_the_same_decision():
     """The same shipped router, the same default operating point, the same pair (no model runs)."""
     from atlas_router.cli.ask import _route
     from atlas_router.pool.pool import Pool
-    from atlas_router.routers.base import load_router
+    from atlas_router.routers.persist import load_router
     from atlas_router.routers.embedded import default_router_path
     from atlas_router.serve.registry import call_route
 

@@ -12,7 +12,7 @@ from atlas_router.errors import AtlasError
 from atlas_router.eval.calibrate import Target, calibrate_prepared, pick_alpha, prepare, summary_lines
 from atlas_router.eval.metrics import Point
 from atlas_router.records.store import RecordStore
-from atlas_router.routers.base import load_router
+from atlas_router.routers.persist import load_router
 from atlas_router.routers.encoders import build_encoder
 from support.routing_data import llmrouter_frame, synthetic_records
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from atlas_router.routers.persist import save_router
 from atlas_router.errors import AtlasError
 from atlas_router.routers.cluster import ClusterRouter
 from atlas_router.routers.encoders import build_encoder
@@ -30,7 +31,7 @@ def fitted(encoder, records):
 
 @pytest.fixture()
 def router_file(tmp_path, fitted):
-    return fitted.save(tmp_path / "router.joblib")
+    return save_router(fitted, tmp_path / "router.joblib")
 
 
 def _in_distribution(online, records, topic):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from atlas_router.data.benchmarks import get_benchmark, list_benchmarks, load_benchmark
-from atlas_router.data.graders import grade
+from atlas_router.data.benchmarks import grade
 from atlas_router.errors import AtlasError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

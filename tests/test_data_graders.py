@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from atlas_router.data.benchmarks import Example, load_benchmark
-from atlas_router.data.graders import extract, grade
+from atlas_router.data.benchmarks import extract, grade
 from atlas_router.data.graders import math as math_grader
 from atlas_router.data.graders.choice import extract_choice, reference_letter
 from atlas_router.data.graders.code import extract_code, run_tests

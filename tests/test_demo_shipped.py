@@ -13,7 +13,7 @@ import pandas as pd
 from atlas_router.data.benchmarks import get_benchmark, load_benchmark
 from atlas_router.execution.runner import run_pair
 from atlas_router.pool.pool import Pool
-from atlas_router.routers.base import load_router
+from atlas_router.routers.persist import load_router
 from atlas_router.routers.embedded import EMBEDDED_DIR, default_router_path, shipped_manifest, shipped_records_path
 
 

@@ -19,10 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from atlas_router.routers.persist import save_router
 from atlas_router.records.feedback import feedback_query_id, training_records
 from atlas_router.records.schema import query_key
 from atlas_router.records.store import RecordStore
-from atlas_router.routers.base import load_router
+from atlas_router.routers.persist import load_router
 from atlas_router.routers.cluster import ClusterRouter
 from atlas_router.routers.encoders import build_encoder
 from atlas_router.serve.auth import KeyRing, digest
@@ -177,7 +178,7 @@ def _base_router(path: Path) -> None:
                              "tool": "none", "score": 1.0, "cost": cost})
     router = ClusterRouter(k=2, alpha=0.2, n_init=2, shrinkage=0.0, task_weight=0.0)
     router.fit(pd.DataFrame(rows), build_encoder("hashing:256", cache=False))
-    router.save(path)
+    save_router(router, path)
 
 
 def _serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:

@@ -15,7 +15,7 @@ from atlas_router.config import parse_pool_config
 from atlas_router.data.benchmarks import get_benchmark, load_benchmark
 from atlas_router.data.benchmarks.loading import BenchmarkError
 from atlas_router.data.benchmarks.multimodal import example_images
-from atlas_router.data.graders import grade
+from atlas_router.data.benchmarks import grade
 from atlas_router.data.graders.multimodal import extract_count, grade_count, grade_geometry, grade_relaxed, relaxed_match
 from atlas_router.core.images import load_image
 from atlas_router.execution.runner import PairJob, run_pairs

@@ -17,6 +17,7 @@ import joblib
 import numpy as np
 import pytest
 
+from atlas_router.routers.persist import save_router
 from atlas_router.errors import AtlasError
 from atlas_router.eval.split import split_records
 from atlas_router.routers import load_router, make_router, read_manifest, router_names
@@ -64,7 +65,7 @@ def split():
 @pytest.fixture(scope="module")
 def cluster_file(split, encoder, tmp_path_factory):
     router = make_router("atlas-cluster", alpha=0.2, k=3).fit(split[0], encoder)
-    return router, router.save(tmp_path_factory.mktemp("cluster") / "router.atlas")
+    return router, save_router(router, tmp_path_factory.mktemp("cluster") / "router.atlas")
 
 
 def same(a, b, where="state") -> None:
@@ -107,7 +108,7 @@ def test_every_router_round_trips_with_its_state_and_decisions(split, encoder, c
             router = make_router(name, alpha=0.3, **({"steps": 50} if name == "routerdc" else {})).fit(train, encoder)
         if name == "oracle":
             router.attach(test)  # its state then holds a QueryTable (a registered plain-data class)
-        path = router.save(tmp_path / f"{name}.atlas")
+        path = save_router(router, tmp_path / f"{name}.atlas")
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
             assert "manifest.json" in names and "state.json" in names
@@ -228,7 +229,7 @@ def test_crafted_zips_get_one_line_errors_and_run_nothing(cluster_file, tmp_path
 def test_trusted_legacy_file_migrates_and_a_non_router_pickle_is_refused(cluster_file, tmp_path, encoder):
     router, _ = cluster_file
     old = tmp_path / "old.joblib"
-    joblib.dump({"manifest": {**router.manifest(), "format_version": 1}, "router": router}, old, compress=3)
+    joblib.dump({"manifest": {**router.manifest(), "format": "atlas-router", "format_version": 1}, "router": router}, old, compress=3)
     qs = ["What is 12 plus 30?", "Who wrote the novel?"]
     assert [d.pair for d in load_router(old, encoder, trusted=True).route(qs)] == [d.pair for d in router.route(qs)]
     proc = atlas("router-file", "migrate", "--trust", str(old), "--out", str(tmp_path / "new.atlas"))
@@ -252,7 +253,7 @@ def test_unsavable_state_is_refused_at_save_time(split, encoder, tmp_path):
     router.handle_ = open(os.devnull)  # a live handle is not data
     try:
         with pytest.raises(RouterFileError, match=r"cannot save state\.handle_"):
-            router.save(tmp_path / "r.atlas")
+            save_router(router, tmp_path / "r.atlas")
     finally:
         router.handle_.close()
     assert not (tmp_path / "r.atlas").exists()
@@ -277,7 +278,7 @@ def test_gateway_keeps_serving_when_a_reload_meets_a_crafted_file(tmp_path, monk
             for b in ("arith", "hist") for i in range(10) for m, c in (("cheap", 0.001), ("strong", 0.01))]
     router = make_router("atlas-cluster", k=2, alpha=0.2).fit(pd.DataFrame(rows), build_encoder("hashing:256",
                                                                                                 cache=False))
-    path = router.save(tmp_path / "router.atlas")
+    path = save_router(router, tmp_path / "router.atlas")
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.atlas"
     crafted.write_bytes(pickle.dumps(Payload(marker)))

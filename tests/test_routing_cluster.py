@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from atlas_router.routers.persist import save_router
 from atlas_router.config import parse_pool_config
 from atlas_router.errors import AtlasError
 from atlas_router.routers import load_router, read_manifest
@@ -76,7 +77,7 @@ def test_same_seed_same_router_and_decisions(records, encoder):
 
 
 def test_save_and_load_keep_decisions_and_manifest(fitted, tmp_path, encoder):
-    path = fitted.save(tmp_path / "router.atlas")
+    path = save_router(fitted, tmp_path / "router.atlas")
     loaded = load_router(path)  # rebuilds its encoder from the stored spec
     qs = [ARITH, CODE, FACTS]
     assert [d.to_dict() for d in loaded.route(qs)] == [d.to_dict() for d in fitted.route(qs)]
@@ -212,5 +213,5 @@ def test_do_no_harm_is_decided_per_operating_point(encoder, tmp_path):
     assert [d.model for d in routed] == ["small", "big"] and routed[0].explanation["fallback"] is None
     from atlas_router.routers.operating_point import OperatingPoint, route_at
     assert [d.model for d in route_at(r, [arith, facts], OperatingPoint(tolerance=0.02))] == ["small", "big"]
-    loaded = load_router(r.save(tmp_path / "router.atlas"))  # the per-point decisions are fitted state
+    loaded = load_router(save_router(r, tmp_path / "router.atlas"))  # the per-point decisions are fitted state
     assert loaded.harm_ == r.harm_ and [d.model for d in loaded.route([arith, facts], alpha=0.3)] == ["small", "big"]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from atlas_router.routers.persist import save_router
 from atlas_router.routers.cluster import ClusterRouter
 from atlas_router.routers.encoders import build_encoder
 from atlas_router.serve.auth import KeyRing
@@ -45,7 +46,7 @@ def fit_and_save(path, history_winner: str) -> None:
     # arithmetic, and would keep the best single pair); this test is about serving a fitted cluster file.
     router = ClusterRouter(k=2, alpha=0.2, n_init=2, shrinkage=0.0, task_weight=0.0, ridge_weight=0.0, evidence=0.0)
     router.fit(records(history_winner), build_encoder("hashing:256", cache=False))
-    router.save(path)
+    save_router(router, path)
 
 
 @pytest.fixture()

@@ -17,7 +17,8 @@ import pandas as pd
 from atlas_router.errors import AtlasError
 from atlas_router.execution.record import PairRecord
 from atlas_router.pool.pool import Pool
-from atlas_router.routers.base import Decision, Router, load_router, make_router
+from atlas_router.routers.base import Decision, Router, make_router
+from atlas_router.routers.persist import load_router, save_router
 from atlas_router.routers.encoders import Encoder, build_encoder
 
 ALIASES = {"cluster": "atlas-cluster"}
@@ -86,7 +87,7 @@ def answer(question: str, router: Router | str | os.PathLike[str] | None = None,
 
 def save(router: Router, path: str | os.PathLike[str]) -> Path:
     """Write a fitted router and its manifest to one file."""
-    return router.save(path)
+    return save_router(router, path)
 
 
 def load(path: str | os.PathLike[str], encoder: Encoder | None = None) -> Router:

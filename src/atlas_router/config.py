@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -170,14 +170,23 @@ def _format_validation_error(path: str, err: ValidationError) -> str:
     return f"{path}: field '{loc}': {msg}{more}"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any, source: str) -> M:
+    """``model`` validated from a parsed mapping; a failure is one ConfigError line naming the source and
+    the first field at fault (pool, gateway and RL settings alike)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
 def parse_pool_config(data: Any, source: str = "<pool>") -> PoolConfig:
     """Validate an already-parsed mapping; errors name the source and the field."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with 'models' and 'tools', got {type(data).__name__}")
-    try:
-        cfg = PoolConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(source, err)) from None
+    cfg = validated(PoolConfig, data, source)
     cfg.source = source
     return cfg
 

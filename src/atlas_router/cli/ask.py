@@ -23,7 +23,7 @@ from atlas_router.tools.multimodal.describe import routing_text
 def _route(question: str, router_file: Optional[str], pool: Any, tolerance: Optional[float],
            alpha: Optional[float]) -> tuple[str, str, dict[str, Any]]:
     """The pair the router file chooses for ``question``, checked against the pool, and why."""
-    from atlas_router.routers.base import load_router
+    from atlas_router.routers.persist import load_router
     from atlas_router.routers.embedded import default_router_path
     from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
 

@@ -5,23 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 import typer
 
+from atlas_router.cli.common import load_records
 from atlas_router.errors import AtlasError
-
-
-def records_from_dir(path: Path) -> pd.DataFrame:
-    """All records of a records directory, or a one-line error when there are none."""
-    from atlas_router.records.store import RecordStore
-
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise AtlasError(f"{p}: records directory not found (make one with 'atlas import' or 'atlas collect')")
-    records = RecordStore(p).load()
-    if records.empty:
-        raise AtlasError(f"{p}: no records")
-    return records
 
 
 def calibrate(
@@ -41,13 +28,15 @@ def calibrate(
     from atlas_router.eval.manifest import run_manifest, write_output
 
     target = Target(max_cost=max_cost, min_quality=min_quality)
-    frame = records_from_dir(records)
+    frame = load_records(records)
     prep = prepare(frame, test_size=test_size, calib_size=calib_size, seed=seed, encoder=encoder, k=k)
     result = calibrate_prepared(prep, target)
     for line in summary_lines(result.report):
         typer.echo(line)
     if save_router is not None:
-        typer.echo(f"router: {result.router.save(save_router)}")
+        from atlas_router.routers.persist import save_router as write_router
+
+        typer.echo(f"router: {write_router(result.router, save_router)}")
     if json_out is not None:
         manifest = run_manifest(
             "calibrate", data=result.data, records_path=records, encoders={"encoder": prep.encoder},

@@ -6,9 +6,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 
@@ -26,3 +31,18 @@ def print_json(data: Any) -> None:
 def load_pool(path: str | None) -> Pool:
     """The pool of ``--pool``, or the embedded default."""
     return Pool.load(path)
+
+
+def load_records(directory: str | Path, what: str = "--records") -> "pd.DataFrame":
+    """All records of a RecordStore directory (``what``: the option that named it); a one-line error when the
+    directory is missing or holds none."""
+    from atlas_router.records.store import RecordStore
+
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise AtlasError(f"{what}: records directory not found: {path} (make one with 'atlas import' or "
+                         "'atlas collect')")
+    df = RecordStore(path).load()
+    if df.empty:
+        raise AtlasError(f"{path}: no records in this store ({what})")
+    return df

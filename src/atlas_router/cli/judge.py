@@ -38,7 +38,7 @@ def judge_agreement(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Regrade gold-graded records with GRADER; print its agreement with the gold labels and its effect on routing."""
-    from atlas_router.cli.routing import load_records
+    from atlas_router.cli.common import load_records
     from atlas_router.eval.judge_agreement import (
         compare_routers, judge_records, label_agreement, preference_agreement, sample_queries,
     )

@@ -10,23 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from atlas_router.cli.common import print_json
+from atlas_router.cli.common import load_records, print_json
 from atlas_router.errors import AtlasError
 
 ALIASES = {"cluster": "atlas-cluster", "cluster-paper": "atlas-cluster-paper"}
-
-
-def load_records(directory: str, what: str):
-    """All records of a RecordStore directory; a clear error when there are none."""
-    from atlas_router.records.store import RecordStore
-
-    path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise AtlasError(f"{what} records directory not found: {path}")
-    df = RecordStore(path).load()
-    if df.empty:
-        raise AtlasError(f"{path}: no records in this store ({what})")
-    return df
 
 
 def _encoder(spec: Optional[str]):
@@ -75,7 +62,9 @@ def fit(
     if df.empty:
         raise AtlasError(f"{records}: no records left to fit on (see the notes above)")
     r.fit(df, _encoder(encoder) if r.uses_encoder else None)
-    path = r.save(out)
+    from atlas_router.routers.persist import save_router
+
+    path = save_router(r, out)
     manifest = r.manifest()
     if as_json:
         print_json({"file": str(path), **manifest})

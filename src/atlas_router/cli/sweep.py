@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from atlas_router.cli.calibrate import records_from_dir
+from atlas_router.cli.common import load_records
 
 
 def sweep(
@@ -31,7 +31,7 @@ def sweep(
     ks = parse_ks(k)
     check_alpha(alpha)
     specs = [s.strip() for s in encoders.split(",") if s.strip()] if encoders else [None]
-    frame = records_from_dir(records)
+    frame = load_records(records)
     result = run_sweep(frame, ks, specs, test_size=test_size, seed=seed, alpha=alpha)
     table = Table(title=f"held-out ({result['test_queries']} queries) at alpha={alpha:g}")
     for col in ("encoder", "K", "accuracy", "cost/query", "utility", "silhouette", "davies-bouldin", "fit s"):

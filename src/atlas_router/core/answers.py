@@ -6,7 +6,10 @@ number, else the last non-empty line.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Iterator
+from typing import Any
 
 _FINAL = re.compile(r"(?:final answer|the answer is|answer)\s*[:：]?\s*(?:is\s+)?(.+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
@@ -52,3 +55,22 @@ def extract_answer(text: str) -> str:
         return numbers[-1].replace(",", "")
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return _clean(lines[-1]) if lines else ""
+
+
+def json_objects(text: str) -> Iterator[tuple[dict[str, Any], int, int]]:
+    """Every JSON object embedded in model text, in order, with its (start, end) offsets: models wrap
+    structured replies in chatter and code fences, so the objects are found by decoding at each '{'."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", text):
+        try:
+            obj, end = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            yield obj, match.start(), end
+
+
+def first_json_object(text: str, accept: Callable[[dict[str, Any]], bool] = lambda obj: True
+                      ) -> tuple[dict[str, Any], int, int] | None:
+    """The first embedded JSON object that ``accept`` takes, with its offsets (None when there is none)."""
+    return next((found for found in json_objects(text) if accept(found[0])), None)

@@ -30,6 +30,7 @@ from atlas_router.eval.split import split_records
 from atlas_router.pool.pool import Pool
 from atlas_router.records import collect as collecting
 from atlas_router.records.store import RecordStore
+from atlas_router.routers.persist import save_router
 from atlas_router.routers.base import Router, make_router
 from atlas_router.routers.embedded import EMBEDDED_DIR, MANIFEST_FILE, RECORDS_FILE, ROUTER_FILE, shipped_records_path
 from atlas_router.routers.encoders.factory import build_encoder
@@ -154,7 +155,7 @@ def write_shipped(records: pd.DataFrame, router: Router, pool_path: str | None, 
                         "source", "schema_version") if c in records.columns]
     table = records[keep].sort_values(["benchmark", "query_id", "model", "tool"]).reset_index(drop=True)
     table.to_parquet(out_dir / RECORDS_FILE, compression="zstd", index=False)
-    router.save(out_dir / ROUTER_FILE)
+    save_router(router, out_dir / ROUTER_FILE)
     manifest = {
         "what": "records of the embedded default pool on the built-in suite, and atlas-cluster fitted on its train split",
         "collect": ["scripts/collect_embedded.sh STORE  (or: atlas demo --collect --out DIR)"],
@@ -279,7 +280,7 @@ def run_demo(out_dir: str | Path = "atlas-demo", pool_path: str | None = None, *
     if refit:
         write_shipped(table, cluster, pool_path)
         console.print(f"shipped records, router and manifest written to {EMBEDDED_DIR}")
-    router_path = cluster.save(out / "router.atlas")
+    router_path = save_router(cluster, out / "router.atlas")
     train_queries = train.drop_duplicates("query_id")["query"].tolist()
     train_emb = encoder.encode(train_queries)
     labels, _ = cluster.assign(train_emb)

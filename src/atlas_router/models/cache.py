@@ -1,18 +1,18 @@
 """A disk cache of model replies keyed by (model, sampling, messages), so reruns cost nothing.
 
-SQLite in WAL mode: safe across the processes of a collection run and cheap to open.
+One SQLite table (``core.kv``): safe across the processes of a collection run and cheap to open.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 from atlas_router.config import ModelSpec
+from atlas_router.core.kv import open_kv
 from atlas_router.models.base import Completion, SamplingParams
 
 
@@ -21,13 +21,8 @@ class ResponseCache:
 
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory).expanduser() / "responses.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit, still crash-safe
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self._db.commit()
+        self._db = open_kv(self.path, "replies", "value", "TEXT")
 
     @staticmethod
     def key(spec: ModelSpec, params: SamplingParams, messages: list[dict[str, Any]]) -> str:

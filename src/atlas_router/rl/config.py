@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from atlas_router.config import validated
 from atlas_router.errors import ConfigError
 
 
@@ -132,13 +133,7 @@ class TrainConfig(_Strict):
 def parse_train_config(data: Any, source: str = "<config>") -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of RL settings, got {type(data).__name__}")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: field '{loc}': {msg}") from None
+    return validated(TrainConfig, data, source)
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:

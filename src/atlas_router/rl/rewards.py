@@ -118,10 +118,10 @@ def _reference(text: str) -> Any:
 
 
 def grader_judge(task: Task, prediction: str) -> float:
-    """The benchmark's own grader (``atlas_router.data.graders.grade``) on the policy's answer; the
+    """The benchmark's own grader (``atlas_router.data.benchmarks.grade``) on the policy's answer; the
     built-in RL suite's queries use the suite's grader."""
     from atlas_router.data.benchmarks.base import Example
-    from atlas_router.data.graders import grade
+    from atlas_router.data.benchmarks import grade
     from atlas_router.rl.suite import SUITE_BENCHMARK, suite_judge
 
     if task.benchmark == SUITE_BENCHMARK:

@@ -30,7 +30,6 @@ from atlas_router.routers.encoders import Encoder, build_encoder
 from atlas_router.routers.table import Pair, QueryTable, query_table, records_hash
 from atlas_router.routers.utility import check_alpha, cost_scale
 
-from atlas_router.routers.persist import FILE_FORMAT, FILE_VERSION
 
 Queries = list[str] | np.ndarray
 
@@ -118,9 +117,7 @@ class Router(ABC):
         """One Decision per query; ``queries`` are texts, or embeddings from the router's encoder."""
         if not self.is_fitted:
             raise AtlasError(f"router '{self.name}' is not fitted: call fit(records, encoder) or load a router file")
-        a = check_alpha(self.alpha if alpha is None else alpha)
-        if isinstance(queries, str):
-            queries = [queries]
+        queries, a = route_inputs(queries, alpha, self.alpha)
         if isinstance(queries, np.ndarray) and queries.dtype.kind in "fc":
             if self.needs_text:
                 raise AtlasError(f"router '{self.name}' routes query texts, not embeddings")
@@ -172,8 +169,6 @@ class Router(ABC):
         """What this router was fitted on and with: enough to reproduce or audit it."""
         params = {k: _plain(v) for k, v in self.get_params().items()}
         return {
-            "format": FILE_FORMAT,
-            "format_version": FILE_VERSION,
             "router": self.name,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "params": params,
@@ -195,11 +190,20 @@ class Router(ABC):
             state.pop(k)
         return state
 
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted router and its manifest to one data-only file (``routers.persist``)."""
-        from atlas_router.routers.persist import save_router
 
-        return save_router(self, path)
+def route_inputs(queries: "Queries | str", alpha: float | None, default_alpha: float) -> tuple["Queries", float]:
+    """The checked cost weight (``default_alpha`` when none is given) and the queries as a batch (one text
+    becomes a batch of one): what every ``route`` starts with, wrappers included."""
+    return ([queries] if isinstance(queries, str) else queries), check_alpha(default_alpha if alpha is None
+                                                                                 else alpha)
+
+
+def wrapped_inputs(base: "Router", queries: "Queries | str", alpha: float | None, default_alpha: float
+                   ) -> tuple[np.ndarray | None, float]:
+    """For a router that wraps a fitted ``base``: the batch embedded by the base's encoder (None when empty)
+    and the checked cost weight."""
+    queries, a = route_inputs(queries, alpha, default_alpha)
+    return (base.embed(queries) if len(queries) else None), a
 
 
 def _plain(v: Any) -> Any:
@@ -225,27 +229,6 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """A router file's manifest, read as JSON without building anything."""
-    from atlas_router.routers.persist import read_manifest as read
-
-    return read(path)
-
-
-def load_router(path: str | Path, encoder: Encoder | None = None, trusted: bool = False) -> Router:
-    """A router saved with ``Router.save``; ``encoder`` shares an already-built one.
-
-    ``trusted=True`` also reads the old pickle format (version 1), which can run code: only for files
-    you made. ``atlas router-file migrate --trust`` converts such a file once.
-    """
-    from atlas_router.routers.persist import load_router_file
-
-    router = load_router_file(path, trusted=trusted)
-    if encoder is not None:
-        router.set_encoder(encoder)
-    return router
 
 
 # -- registry -------------------------------------------------------------------------------------

@@ -494,50 +494,47 @@ class ClusterRouter(Router):
         return best_pairs(t["utility"], t["cost"])
 
     def _decisions(self, t: dict[str, np.ndarray], alpha: float) -> list[Decision]:
-        """Decisions with explanations; everything per query that can be is computed for the whole batch."""
+        """Decisions with explanations; the array work is done once for the batch, the rest per query on
+        the few numbers its explanation shows (a single query is mostly this Python)."""
         u, acc, cost, n = t["utility"], t["accuracy"], t["cost"], t["n"]
         choice = best_pairs(u, cost)
-        rows = np.arange(len(u))[:, None]
         order = np.argsort(-u, axis=1, kind="stable")[:, : max(int(self.top), 1)]
-        top_u = u[rows, order]
-        finite = np.isfinite(top_u).tolist()
-        top_cols = [[self.pairs_[p] for p in r] for r in order.tolist()]
-        top_acc = np.round(acc[rows, order], 4).tolist()
-        top_cost = cost[rows, order].tolist()
-        top_n = np.rint(n[rows, order]).astype(np.int64).tolist()
-        top_u = np.round(np.where(np.isfinite(top_u), top_u, 0.0), 4).tolist()
-        chosen_u = u[np.arange(len(u)), choice].tolist()
-        chosen_n = n[np.arange(len(u)), choice].tolist()
+        top_cols = order.tolist()
+        top_u, top_acc, top_cost, top_n = (np.take_along_axis(a, order, 1).tolist() for a in (u, acc, cost, n))
+        at = np.arange(len(u))
+        chosen_u = u[at, choice].tolist()
+        chosen_n = n[at, choice].tolist()
         pooled = (t["row"] == self.n_clusters_).tolist()
-        dist = np.round(t["distance"], 4).tolist()
+        dist = t["distance"].tolist()
         clusters, ood = t["cluster"].tolist(), t["ood"].tolist()
         threshold = round(self.ood_threshold_, 4)
         bench: list[dict[str, float]] | None = None
         if t["posterior"] is not None:
             post = t["posterior"]
             best3 = np.argsort(-post, axis=1)[:, :3]
-            p3 = post[rows, best3]
+            p3 = np.take_along_axis(post, best3, 1)
             bench = [{self.tasks_[b]: round(v, 3) for b, v in zip(bs, ps) if v >= 0.01}
                      for bs, ps in zip(best3.tolist(), p3.tolist())]
+        pairs = self.pairs_
         out = []
         for i, j in enumerate(choice.tolist()):
-            model, tool = self.pairs_[j]
+            model, tool = pairs[j]
             if pooled[i]:
                 fallback = "out of distribution: routed on pooled statistics"
             elif t["single"]:
                 fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
-            elif self.pairs_[j] in self.prior_pairs_:
+            elif pairs[j] in self.prior_pairs_:
                 fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"
             elif chosen_n[i] < self.shrinkage_:
                 fallback = (f"few records (n={chosen_n[i]:.0f} < m={self.shrinkage_:g}): shrunk towards broader "
                             "statistics")
             else:
                 fallback = None
-            top = [{"model": pm, "tool": pt, "accuracy": a, "cost": c, "n": k, "utility": v}
-                   for (pm, pt), a, c, k, v, ok in zip(top_cols[i], top_acc[i], top_cost[i], top_n[i], top_u[i],
-                                                       finite[i]) if ok]
+            top = [{"model": pairs[p][0], "tool": pairs[p][1], "accuracy": round(a, 4), "cost": c, "n": int(round(k)),
+                    "utility": round(v, 4)}
+                   for p, a, c, k, v in zip(top_cols[i], top_acc[i], top_cost[i], top_n[i], top_u[i]) if v > -np.inf]
             explanation: dict[str, Any] = {
-                "router": self.name, "cluster": clusters[i], "distance": dist[i], "ood": ood[i],
+                "router": self.name, "cluster": clusters[i], "distance": round(dist[i], 4), "ood": ood[i],
                 "ood_threshold": threshold, "stats": "pooled" if pooled[i] else "cluster", "fallback": fallback,
                 "alpha": alpha, "top": top,
             }

@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from atlas_router.errors import AtlasError
-from atlas_router.routers.base import Decision, Queries, load_router
+from atlas_router.routers.base import Decision, Queries, wrapped_inputs
+from atlas_router.routers.persist import load_router
 from atlas_router.routers.encoders import Encoder
 from atlas_router.routers.table import Pair, pair_label
-from atlas_router.routers.utility import best_pairs, check_alpha, utility
+from atlas_router.routers.utility import best_pairs, utility
 
 FORMAT = "atlas-feedback"
 VERSION = 1
@@ -345,13 +346,10 @@ class OnlineClusterRouter:
 
     def route(self, queries: Queries | str, alpha: float | None = None) -> list[Decision]:
         """One Decision per query, from base statistics plus feedback; new pairs are probed first."""
-        a = check_alpha(self.alpha if alpha is None else alpha)
-        if isinstance(queries, str):
-            queries = [queries]
-        if len(queries) == 0:
-            return []
         base = self.base
-        emb = base.embed(queries)
+        emb, a = wrapped_inputs(base, queries, alpha, self.alpha)
+        if emb is None:
+            return []
         t = self.stats(emb, a)
         available = np.concatenate([np.asarray(getattr(base, "available_", np.ones(len(base.pairs_), bool)), bool),
                                     np.ones(len(self.store.added), dtype=bool)])

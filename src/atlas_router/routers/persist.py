@@ -39,14 +39,14 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from atlas_router.errors import AtlasError
 
-if TYPE_CHECKING:
-    from atlas_router.routers.base import Router
+from atlas_router.routers.base import Router, router_class, router_names
+from atlas_router.routers.encoders import Encoder
 
 FILE_FORMAT = "atlas-router"
 FILE_VERSION = 2
@@ -220,7 +220,8 @@ def save_router(router: "Router", path: str | Path) -> Path:
     tmp = p.with_name(f".tmp-{os.getpid()}-{p.name}")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            zf.writestr(MANIFEST, json.dumps(router.manifest(), indent=2))
+            zf.writestr(MANIFEST, json.dumps({"format": FILE_FORMAT, "format_version": FILE_VERSION, **router.manifest()},
+                                              indent=2))
             zf.writestr(STATE, json.dumps(state, allow_nan=False))
             for name, data in writer.members.items():
                 zf.writestr(name, data)
@@ -452,6 +453,18 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         return _checked_manifest(zf, p)
 
 
+def load_router(path: str | Path, encoder: Encoder | None = None, trusted: bool = False) -> Router:
+    """A router saved with ``save_router``; ``encoder`` shares an already-built one.
+
+    ``trusted=True`` also reads the old pickle format (version 1), which can run code: only for files
+    you made. ``atlas router-file migrate --trust`` converts such a file once.
+    """
+    router = load_router_file(path, trusted=trusted)
+    if encoder is not None:
+        router.set_encoder(encoder)
+    return router
+
+
 def load_router_file(path: str | Path, trusted: bool = False) -> "Router":
     """A router from a data-only file; a version 1 pickle only with ``trusted=True`` (it can run code)."""
     p = _check_path(path)
@@ -464,8 +477,6 @@ def load_router_file(path: str | Path, trusted: bool = False) -> "Router":
 
 
 def _load_zip(p: Path) -> "Router":
-    from atlas_router.routers.base import Router, router_class, router_names
-
     with _open(p) as zf:
         total = sum(info.file_size for info in zf.infolist())
         if total > MAX_FILE_BYTES:
@@ -520,8 +531,6 @@ def _build(cls: type["Router"], params: Any, attributes: Any, p: Path) -> "Route
 def _load_legacy(p: Path) -> "Router":
     """Read a version 1 joblib pickle: runs whatever the file holds, so only for files the caller trusts."""
     import joblib
-
-    from atlas_router.routers.base import Router
 
     try:
         data = joblib.load(p)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from atlas_router.errors import AtlasError
-from atlas_router.routers.base import Decision, Queries
+from atlas_router.routers.base import Decision, Queries, wrapped_inputs
 from atlas_router.routers.table import pair_label
 from atlas_router.routers.utility import best_pairs, check_alpha, utility
 
@@ -216,13 +216,10 @@ class LCBRouter:
         return getattr(self.base, "encoder_name_", None)
 
     def route(self, queries: Queries | str, alpha: float | None = None) -> list[Decision]:
-        a = check_alpha(self.alpha if alpha is None else alpha)
-        if isinstance(queries, str):
-            queries = [queries]
-        if len(queries) == 0:
-            return []
         base = self.base
-        emb = base.embed(queries)
+        emb, a = wrapped_inputs(base, queries, alpha, self.alpha)
+        if emb is None:
+            return []
         clusters, dist = base.assign(emb)
         ood = dist > base.ood_threshold_
         k = int(base.n_clusters_)

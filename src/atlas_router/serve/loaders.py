@@ -15,8 +15,8 @@ from atlas_router.serve.registry import ROUTER_NAMES
 
 
 def load_router_file(path: str | Path) -> Any:
-    """A router saved with ``Router.save``."""
-    from atlas_router.routers.base import load_router
+    """A router saved with ``save_router``."""
+    from atlas_router.routers.persist import load_router
 
     return load_router(path)
 

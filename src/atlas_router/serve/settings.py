@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from atlas_router.config import validated
 from atlas_router.errors import ConfigError
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -73,9 +74,4 @@ def load_gateway_settings(path: str | os.PathLike[str] | None) -> GatewaySetting
         raise ConfigError(f"{p}: broken YAML") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of gateway settings")
-    try:
-        return GatewaySettings.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise ConfigError(f"{p}: field '{loc}': {first['msg'].removeprefix('Value error, ')}") from None
+    return validated(GatewaySettings, data, str(p))

@@ -38,6 +38,7 @@ from sympy.parsing.sympy_parser import (
     stringify_expr,
 )
 
+from atlas_router.core.answers import first_json_object
 from atlas_router.errors import AtlasError
 
 OPERATIONS = ("evaluate", "simplify", "factor", "expand", "solve", "diff", "integrate")
@@ -155,15 +156,8 @@ def find_call(text: str) -> str | None:
                 except SyntaxError:
                     continue
                 return candidate
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", text):
-        try:
-            obj, end = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and "expression" in obj:
-            return text[match.start() : end]
-    return None
+    found = first_json_object(text, lambda obj: "expression" in obj)
+    return text[found[1] : found[2]] if found else None
 
 
 # --- safe parsing ----------------------------------------------------------------------------------

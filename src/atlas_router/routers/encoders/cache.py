@@ -1,6 +1,6 @@
 """On-disk embedding cache keyed by (encoder name, text hash), so evaluation reruns encode nothing.
 
-SQLite in WAL mode: one file, safe across processes, and a lookup of thousands of keys is one query
+One SQLite table (``core.kv``): safe across processes, and a lookup of thousands of keys is one query
 per chunk. Vectors are stored as raw float32 bytes.
 """
 
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from atlas_router.core.kv import open_kv
 
 DEFAULT_DIR = "~/.cache/atlas-router/embeddings"
 _CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 on old builds)
@@ -33,14 +34,9 @@ class EmbeddingCache:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.dir = Path(directory).expanduser() if directory else default_cache_dir()
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "embeddings.sqlite"
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit, still crash-safe
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-        self._db.commit()
+        self._db = open_kv(self.path, "vectors", "vec", "BLOB")
 
     def get_many(self, encoder_name: str, texts: list[str]) -> dict[str, np.ndarray]:
         """The cached embeddings among ``texts`` (text -> vector); missing texts are left out."""

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from atlas_router.core.answers import first_json_object
 from atlas_router.core.images import ImageError, ImageInput, load_image
 from atlas_router.tools.base import ToolContext
 
@@ -108,16 +109,10 @@ def context_images(call: ImageCall, context: ToolContext, tool_name: str) -> lis
 
 def parse_json_reply(text: str) -> dict[str, Any]:
     """The first JSON object in a model reply (code fences and chatter around it are ignored)."""
-    cleaned = re.sub(r"```(?:json)?", "", text or "")
-    decoder = json.JSONDecoder()
-    for m in re.finditer(r"\{", cleaned):
-        try:
-            obj, _ = decoder.raw_decode(cleaned, m.start())
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    raise ValueError("no JSON object in the reply")
+    found = first_json_object(re.sub(r"```(?:json)?", "", text or ""))
+    if found is None:
+        raise ValueError("no JSON object in the reply")
+    return found[0]
 
 
 _ANSWER = re.compile(r"(?:final answer|answer)\s*[:=]\s*(.+)", re.IGNORECASE)
