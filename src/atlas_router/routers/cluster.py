@@ -193,6 +193,7 @@ class ClusterRouter(Router):
 
         self._check_params()
         self.__dict__.pop("_tables", None)  # tables and plans of an earlier fit
+        self.__dict__.pop("_plans", None)
         # small dense algebra (<= a few thousand x a few hundred): one BLAS thread is fastest, and on a
         # busy machine several threads spin against each other (an SVD 50x slower on two shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
@@ -477,11 +478,14 @@ class ClusterRouter(Router):
         return self._plan(alpha, single).tables(self, np.asarray(emb, dtype=np.float64))
 
     def _plan(self, alpha: float, single: bool | None) -> "_RoutePlan":
-        """The routing plan at (alpha, single), built once and cached with the utility tables."""
-        tab = self.utility_table(alpha, single)
-        plan = tab.get("plan")
+        """The routing plan at (alpha, single), built once and cached with the utility tables (also under
+        ``single=None``, so that routing does not look the do-no-harm decision up again)."""
+        plans = self.__dict__.setdefault("_plans", {})
+        plan = plans.get((alpha, single))
         if plan is None:
-            plan = tab["plan"] = _RoutePlan(self, tab, alpha)
+            if len(plans) > 64:
+                plans.clear()
+            plan = plans[(alpha, single)] = _RoutePlan(self, self.utility_table(alpha, single), alpha)
         return plan
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
@@ -497,50 +501,45 @@ class ClusterRouter(Router):
         """Decisions with explanations; the array work is done once for the batch, the rest per query on
         the few numbers its explanation shows (a single query is mostly this Python)."""
         u, acc, cost, n = t["utility"], t["accuracy"], t["cost"], t["n"]
-        choice = best_pairs(u, cost)
-        order = np.argsort(-u, axis=1, kind="stable")[:, : max(int(self.top), 1)]
-        top_cols = order.tolist()
-        top_u, top_acc, top_cost, top_n = (np.take_along_axis(a, order, 1).tolist() for a in (u, acc, cost, n))
-        at = np.arange(len(u))
-        chosen_u = u[at, choice].tolist()
-        chosen_n = n[at, choice].tolist()
+        choice = best_pairs(u, cost).tolist()
+        k_top = max(int(self.top), 1)
+        u_rows, acc_rows, cost_rows, n_rows = u.tolist(), acc.tolist(), cost.tolist(), n.tolist()
         pooled = (t["row"] == self.n_clusters_).tolist()
         dist = t["distance"].tolist()
         clusters, ood = t["cluster"].tolist(), t["ood"].tolist()
         threshold = round(self.ood_threshold_, 4)
-        bench: list[dict[str, float]] | None = None
-        if t["posterior"] is not None:
-            post = t["posterior"]
-            best3 = np.argsort(-post, axis=1)[:, :3]
-            p3 = np.take_along_axis(post, best3, 1)
-            bench = [{self.tasks_[b]: round(v, 3) for b, v in zip(bs, ps) if v >= 0.01}
-                     for bs, ps in zip(best3.tolist(), p3.tolist())]
+        posts = t["posterior"].tolist() if t["posterior"] is not None else None
+        # orders are found for the whole batch; a row's numbers are then read from plain lists
+        orders = np.argsort(-u, axis=1, kind="stable")[:, :k_top].tolist()
+        best3s = np.argsort(-t["posterior"], axis=1, kind="stable")[:, :3].tolist() if posts is not None else None
         pairs = self.pairs_
         out = []
-        for i, j in enumerate(choice.tolist()):
+        for i, j in enumerate(choice):
             model, tool = pairs[j]
+            u_i, n_i = u_rows[i], n_rows[i]
             if pooled[i]:
                 fallback = "out of distribution: routed on pooled statistics"
             elif t["single"]:
                 fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
             elif pairs[j] in self.prior_pairs_:
                 fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"
-            elif chosen_n[i] < self.shrinkage_:
-                fallback = (f"few records (n={chosen_n[i]:.0f} < m={self.shrinkage_:g}): shrunk towards broader "
+            elif n_i[j] < self.shrinkage_:
+                fallback = (f"few records (n={n_i[j]:.0f} < m={self.shrinkage_:g}): shrunk towards broader "
                             "statistics")
             else:
                 fallback = None
-            top = [{"model": pairs[p][0], "tool": pairs[p][1], "accuracy": round(a, 4), "cost": c, "n": int(round(k)),
-                    "utility": round(v, 4)}
-                   for p, a, c, k, v in zip(top_cols[i], top_acc[i], top_cost[i], top_n[i], top_u[i]) if v > -np.inf]
+            top = [{"model": pairs[p][0], "tool": pairs[p][1], "accuracy": round(acc_rows[i][p], 4),
+                    "cost": cost_rows[i][p], "n": int(round(n_i[p])), "utility": round(u_i[p], 4)}
+                   for p in orders[i] if u_i[p] > -np.inf]
             explanation: dict[str, Any] = {
                 "router": self.name, "cluster": clusters[i], "distance": round(dist[i], 4), "ood": ood[i],
                 "ood_threshold": threshold, "stats": "pooled" if pooled[i] else "cluster", "fallback": fallback,
                 "alpha": alpha, "top": top,
             }
-            if bench is not None:
-                explanation["benchmark"] = bench[i]
-            out.append(Decision(model, tool, chosen_u[i], explanation))
+            if posts is not None:
+                post = posts[i]
+                explanation["benchmark"] = {self.tasks_[b]: round(post[b], 3) for b in best3s[i] if post[b] >= 0.01}
+            out.append(Decision(model, tool, u_i[j], explanation))
         return out
 
     def settings(self) -> dict[str, Any]:
@@ -585,7 +584,7 @@ class _RoutePlan:
         self.w = router.task_weight_ if router.task_coef_ is not None else 0.0
         self.r = router.ridge_weight_
         self.alpha = alpha
-        parts = [router.centroids_.T]
+        parts = [-2.0 * router.centroids_.T]  # squared distance = |e|^2 - 2 e.c + |c|^2
         if self.w > 0:
             parts.append(router.task_coef_)
         if self.r > 0:
@@ -601,9 +600,9 @@ class _RoutePlan:
     def tables(self, router: "ClusterRouter", emb: np.ndarray) -> dict[str, Any]:
         k, w, r = self.k, self.w, self.r
         proj = emb @ self.proj
-        d2 = (emb * emb).sum(1)[:, None] - 2.0 * proj[:, :k] + router.centroid_sq_[None, :]
-        clusters = d2.argmin(axis=1)
-        dist = np.sqrt(np.maximum(d2[np.arange(len(emb)), clusters], 0.0))
+        partial = proj[:, :k] + router.centroid_sq_  # the squared distance less |e|^2, which ranks alike
+        clusters = partial.argmin(axis=1)
+        dist = np.sqrt(np.maximum(np.einsum("ij,ij->i", emb, emb) + partial[np.arange(len(emb)), clusters], 0.0))
         ood = dist > router.ood_threshold_
         rows = np.where(ood & (router.ood_fallback == "pooled"), router.n_clusters_, clusters)
         post = None

@@ -37,7 +37,4 @@ def utility(acc: np.ndarray, cost: np.ndarray, alpha: float, scale: float) -> np
 def best_pairs(u: np.ndarray, cost: np.ndarray, tol: float = 1e-12) -> np.ndarray:
     """Row-wise argmax of utility; among (near-)ties the cheapest pair. ``cost`` broadcasts to ``u``."""
     u = np.atleast_2d(u)
-    top = u.max(axis=1, keepdims=True)
-    tied = u >= top - tol
-    c = np.broadcast_to(cost, u.shape)
-    return np.where(tied, c, np.inf).argmin(axis=1)
+    return np.where(u >= u.max(axis=1, keepdims=True) - tol, cost, np.inf).argmin(axis=1)
