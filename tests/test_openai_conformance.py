@@ -252,3 +252,37 @@ def test_routed_requests_carry_conversations_and_tools_to_direct_pairs(tools_gw,
         c.chat.completions.create(model="atlas", messages=ASK_WEATHER, tools=[WEATHER],
                                   extra_body={"atlas": {"allowed_pairs": ["toolbox@@calculator"]}})
     assert info.value.param == "tools" and "tools" in info.value.message
+
+
+@pytest.fixture(scope="module")
+def routed_gw(local_pool):
+    """``atlas serve`` as it starts with no options: the embedded pool routed by the shipped router."""
+    from atlas_router.routers.embedded import default_router_path
+    from atlas_router.routers.persist import load_router
+
+    with gateway(local_pool, routers={"atlas-cluster": load_router(default_router_path())}) as url:
+        yield url
+
+
+@pytest.mark.timeout(1800)
+def test_routed_streaming_through_a_tool_pair_is_live(routed_gw, local_pool):
+    """The shipped router sends a story to a tool pair (a loop: the model may call its tool first); the
+    answer still streams as the model writes it, its first text before 30% of the total time."""
+    c = slow_client(routed_gw)
+    # a warm server: the router's encoder is loaded by the first routed request, not counted here
+    c.chat.completions.create(model="atlas", max_tokens=1, messages=[{"role": "user", "content": "Hi"}])
+    start = time.perf_counter()
+    stream = c.chat.completions.create(model="atlas", stream=True, max_tokens=200, messages=[
+        {"role": "user", "content": "Write a long story about a dragon and a knight."}])
+    chunks, first_at = [], None
+    for chunk in stream:
+        chunks.append(chunk)
+        if first_at is None and chunk.choices and chunk.choices[0].delta.content:
+            first_at = time.perf_counter() - start
+    total = time.perf_counter() - start
+    pair = chunks[-1].model_extra["atlas"]["pair"]
+    print(f"\nrouted to {pair}: first text after {first_at:.2f}s of {total:.2f}s ({first_at / total:.0%})")
+    assert local_pool.tool(pair.split("@@")[1]).mode == "loop"
+    assert first_at / total < 0.30
+    assert len([ch for ch in chunks if ch.choices and ch.choices[0].delta.content]) > 50
+    assert chunks[-1].choices[0].finish_reason == "length"

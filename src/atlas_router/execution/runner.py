@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,12 +19,27 @@ from atlas_router.core.images import (ImageInput, ImageSource, content_text, loa
                                       to_content_parts, with_text)
 from atlas_router.execution.prompts import observation_message, system_prompt
 from atlas_router.execution.record import PairRecord
-from atlas_router.models.base import ChatModel, Completion, SamplingParams
+from atlas_router.errors import AtlasError
+from atlas_router.models.base import ChatModel, Completion, Delta, SamplingParams
 from atlas_router.pool.pool import Pool
 from atlas_router.tools.base import Tool, ToolContext
 from atlas_router.tools.multimodal.describe import describe_image
 
 MAX_TOOL_CALLS = 3
+TextSink = Callable[[str], None]  # receives an answer's text piece by piece as it is written
+
+
+class PairFailed(AtlasError):
+    """A streamed run that ended in an error; ``record`` holds the cause (as ``run_pair`` would return it)."""
+
+    def __init__(self, record: PairRecord) -> None:
+        super().__init__(record.error or "failed")
+        self.record = record
+
+    @property
+    def upstream_fault(self) -> bool:
+        """The model's endpoint failed (not the tool or the question): a fault for its circuit breaker."""
+        return (self.record.error or "").startswith(("BackendError", "TimeoutError"))
 
 
 @dataclass(frozen=True)
@@ -57,14 +72,38 @@ class _Usage:
         record.cost = self.model.cost(self.input_tokens, self.output_tokens)
 
 
+async def _streamed_turn(model: ChatModel, tool: Tool, messages: list[dict[str, Any]], params: SamplingParams | None,
+                         may_call: bool, on_text: TextSink) -> Completion:
+    """One model turn, its text handed to ``on_text`` as it is written: up to where a tool call could begin
+    while the turn is open, the rest once it is complete and calls no tool (a call is never shown)."""
+    text, shown, completion = "", 0, None
+    async for delta in model.stream(messages, params):
+        text += delta.text
+        completion = delta.completion or completion
+        upto = tool.shown_while_writing(text) if may_call else len(text)
+        if upto > shown:
+            on_text(text[shown:upto])
+            shown = upto
+    if completion is None:
+        raise AtlasError(f"model '{model.name}' ended its stream without a reply")
+    if shown < len(completion.text) and not (may_call and tool.extract_call(completion.text)):
+        on_text(completion.text[shown:])
+    return completion
+
+
 async def _run_loop(model: ChatModel, tool: Tool, messages: list[dict[str, Any]], record: PairRecord,
-                    usage: _Usage, params: SamplingParams | None, max_tool_calls: int, images: list[Any]) -> str:
+                    usage: _Usage, params: SamplingParams | None, max_tool_calls: int, images: list[Any],
+                    on_text: TextSink | None = None) -> str:
     context = ToolContext(question=record.question, model=model, messages=messages, images=images)
     for step in range(max_tool_calls + 1):
-        completion = await model.chat(messages, params)
+        may_call = tool.mode == "loop" and step < max_tool_calls
+        if on_text is None:
+            completion = await model.chat(messages, params)
+        else:
+            completion = await _streamed_turn(model, tool, messages, params, may_call, on_text)
         usage.add(completion)
         messages.append({"role": "assistant", "content": completion.text})
-        call = tool.extract_call(completion.text) if tool.mode == "loop" and step < max_tool_calls else None
+        call = tool.extract_call(completion.text) if may_call else None
         if call is None:
             record.finish_reason = completion.finish_reason
             return completion.text
@@ -102,12 +141,15 @@ def pair_messages(tool: Tool, conversation: Sequence[dict[str, Any]]) -> list[di
 async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
                    params: SamplingParams | None = None, max_tool_calls: int = MAX_TOOL_CALLS,
                    images: Sequence[Any] | None = None,
-                   conversation: Sequence[dict[str, Any]] | None = None) -> PairRecord:
+                   conversation: Sequence[dict[str, Any]] | None = None,
+                   on_text: TextSink | None = None) -> PairRecord:
     """Run ``question`` on (model, tool). Unknown names raise; every run-time failure is recorded.
 
     ``conversation`` (chat turns ending with ``question``'s user turn) replaces the single question turn.
     ``images`` go into the last user message: as image parts for vision models, as descriptions for
-    text-only ones; tools see them in ``ToolContext.images``."""
+    text-only ones; tools see them in ``ToolContext.images``. ``on_text`` receives the answer's text as
+    the model writes it (direct and tool-loop pairs; best-of-n chooses at the end, so it gets the chosen
+    text then); ``stream_pair`` wraps this for streamed replies."""
     chat_model, the_tool = pool.model(model), pool.tool(tool)
     record = PairRecord(model=model, tool=tool, question=question)
     usage = _Usage(chat_model)
@@ -128,8 +170,11 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
                                                 f"{the_tool.format_observation(result)}\n\nQuestion: {asked}")
         if the_tool.mode == "best_of_n":
             final = await _run_best_of_n(chat_model, the_tool, messages, record, usage, loaded)
+            if on_text is not None:
+                on_text(final)
         else:
-            final = await _run_loop(chat_model, the_tool, messages, record, usage, params, max_tool_calls, loaded)
+            final = await _run_loop(chat_model, the_tool, messages, record, usage, params, max_tool_calls, loaded,
+                                    on_text)
         record.response = final
         record.answer = extract_answer(final)
     except Exception as err:  # the run boundary: a failure becomes the record's error, never a lost record
@@ -138,6 +183,31 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
     record.transcript = redact_images(messages) if loaded else messages
     usage.fill(record)
     return record
+
+
+async def stream_pair(pool: Pool, model: str, tool: str, question: str, *, params: SamplingParams | None = None,
+                      conversation: Sequence[dict[str, Any]] | None = None) -> AsyncIterator[Delta]:
+    """``run_pair`` as a stream: Deltas of the answer's text as the model writes it, then a last Delta whose
+    completion carries the whole run's tokens and finish reason (its cost is the model's price of them).
+    A run that fails raises AtlasError, before any text when it fails that early (the caller can still
+    try another pair)."""
+    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    task = asyncio.create_task(run_pair(pool, model, tool, question, params=params, conversation=conversation,
+                                        on_text=pieces.put_nowait))
+    task.add_done_callback(lambda _: pieces.put_nowait(None))
+    try:
+        while (piece := await pieces.get()) is not None:
+            if piece:
+                yield Delta(piece)
+        record = task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if record.error:
+        raise PairFailed(record)
+    yield Delta("", Completion(record.response, record.input_tokens, record.output_tokens,
+                               record.finish_reason or "stop"))
 
 
 async def run_pairs(pool: Pool, jobs: Iterable[PairJob], *, concurrency: int = 8,

@@ -27,7 +27,7 @@ from atlas_router.core.images import content_text
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
 from atlas_router.execution.record import PairRecord
-from atlas_router.execution.runner import pair_messages, run_pair
+from atlas_router.execution.runner import PairFailed, pair_messages, run_pair, stream_pair
 from atlas_router.models.base import ChatModel, Completion, Delta, SamplingParams
 from atlas_router.models.openai_http import UpstreamRefused
 from atlas_router.pool.pool import Pool
@@ -231,7 +231,11 @@ def sampling_of(req: ChatRequest) -> SamplingParams:
 async def open_stream(model: ChatModel, messages: list[dict[str, Any]], params: SamplingParams) -> tuple[Delta, AsyncIterator[Delta]]:
     """Start a streamed reply and wait for its first delta, so a failing model fails here (and can be
     replaced) rather than after the response has started."""
-    stream = model.stream(messages, params)
+    return await open_first(model.stream(messages, params))
+
+
+async def open_first(stream: AsyncIterator[Delta]) -> tuple[Delta, AsyncIterator[Delta]]:
+    """The first delta of a stream and the stream itself (closed if waiting for the first one fails)."""
     try:
         first = await anext(stream)
     except BaseException:
@@ -553,6 +557,24 @@ class Controller:
                 assert first is not None and rest is not None
                 answer.text, answer.live = first.text, LiveText(chat_model, rest)
             return None, "ok", "ok"
+        if stream and pool.tool(tool_name).mode == "loop":  # the answer streams as it is written, after any calls
+            try:
+                async with asyncio.timeout(limit):
+                    first, rest = await open_first(stream_pair(pool, model_name, tool_name, question, params=params,
+                                                               conversation=messages))
+            except TimeoutError:
+                return f"no answer within {limit:.3g}s", "timeout", "failed"
+            except PairFailed as err:
+                return str(err), "failed", "failed" if err.upstream_fault else None
+            except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing): no verdict
+                return str(err), "failed", None
+            if first.completion is not None:
+                await rest.aclose()
+                answer.take(first.completion, pool.model(model_name).cost(first.completion.input_tokens,
+                                                                           first.completion.output_tokens))
+            else:
+                answer.text, answer.live = first.text, LiveText(pool.model(model_name), rest)
+            return None, "ok", "ok"
         try:
             async with asyncio.timeout(limit):
                 record = await run_pair(pool, model_name, tool_name, question, params=params, conversation=messages)
@@ -561,8 +583,7 @@ class Controller:
         except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing): no verdict
             return str(err), "failed", None
         if record.error:
-            upstream_fault = record.error.startswith(("BackendError", "TimeoutError"))
-            return record.error, "failed", "failed" if upstream_fault else None
+            return record.error, "failed", "failed" if PairFailed(record).upstream_fault else None
         answer.text, answer.finish_reason = record.response, record.finish_reason or "stop"
         answer.input_tokens, answer.output_tokens, answer.cost = record.input_tokens, record.output_tokens, record.cost
         return None, "ok", "ok"

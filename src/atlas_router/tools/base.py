@@ -53,6 +53,9 @@ class Tool(ABC):
     kind: ClassVar[str]
     mode: ClassVar[Literal["direct", "loop", "best_of_n"]] = "loop"
     sample_input: ClassVar[str] = ""
+    # text (lower case) with which a call can begin in a model's turn: a streamed turn is shown up to the
+    # first of them and held back from there until the turn is complete (no openers: held back whole)
+    call_openers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: "ToolSpec") -> None:
         self.spec = spec
@@ -66,6 +69,22 @@ class Tool(ABC):
     def usage(self) -> str:
         """Instructions added to the system prompt telling the model how to call this tool."""
         return ""
+
+    def shown_while_writing(self, text: str) -> int:
+        """How much of a turn still being written can be shown: everything before the first place a call
+        could begin (a whole opener, or the start of one at the end of the text)."""
+        if not self.call_openers:
+            return 0
+        low, cut = text.lower(), len(text)
+        for opener in self.call_openers:
+            at = low.find(opener)
+            if at >= 0:
+                cut = min(cut, at)
+            for k in range(min(len(opener) - 1, len(low)), 0, -1):
+                if low.endswith(opener[:k]):
+                    cut = min(cut, len(low) - k)
+                    break
+        return cut
 
     def extract_call(self, text: str) -> str | None:
         """The tool input found in a model's reply, or None when the reply calls no tool."""

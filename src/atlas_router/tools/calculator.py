@@ -22,6 +22,7 @@ class CalculatorTool(Tool):
 
     kind = "calculator"
     mode = "loop"
+    call_openers = ("calc", "{")
     sample_input = 'calculator(expression="sqrt(2)*pi", operation="evaluate", precision=30)'
 
     def __init__(self, spec) -> None:

@@ -30,6 +30,7 @@ class PythonCodeTool(Tool):
 
     kind = "python_code"
     mode = "loop"
+    call_openers = ("```",)
     sample_input = "import math\nprint(math.factorial(20), sum(i * i for i in range(10)))"
 
     def __init__(self, spec) -> None:

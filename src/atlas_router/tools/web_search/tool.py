@@ -76,6 +76,7 @@ class WebSearchTool(Tool):
 
     kind = "web_search"
     mode = "loop"
+    call_openers = ("<search", "search")
     sample_input = "capital of Australia"
 
     def __init__(self, spec) -> None:
