@@ -286,3 +286,16 @@ def test_routed_streaming_through_a_tool_pair_is_live(routed_gw, local_pool):
     assert first_at / total < 0.30
     assert len([ch for ch in chunks if ch.choices and ch.choices[0].delta.content]) > 50
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("question", ["What is 7321 * 58?", "Write a long story about a dragon and a knight.",
+                                      "Describe the history of Rome in a few paragraphs."])
+def test_routed_max_tokens_cut_says_length_whatever_the_pair(routed_gw, question):
+    """``max_tokens=5`` on ``atlas`` routed by the shipped router (tool pairs included): the reply is cut,
+    and says so, streamed or not."""
+    c = slow_client(routed_gw)
+    messages = [{"role": "user", "content": question}]
+    resp = c.chat.completions.create(model="atlas", messages=messages, max_tokens=5)
+    assert resp.choices[0].finish_reason == "length", resp.model_extra["atlas"]["pair"]
+    chunks = list(c.chat.completions.create(model="atlas", messages=messages, max_tokens=5, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "length"
