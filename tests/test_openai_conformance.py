@@ -299,3 +299,23 @@ def test_routed_max_tokens_cut_says_length_whatever_the_pair(routed_gw, question
     assert resp.choices[0].finish_reason == "length", resp.model_extra["atlas"]["pair"]
     chunks = list(c.chat.completions.create(model="atlas", messages=messages, max_tokens=5, stream=True))
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_a_streamed_request_skips_pairs_that_cannot_stream(routed_gw, local_pool):
+    """The shipped router sends a poem to best-of-n (prm), which chooses among finished samples: streamed, the
+    request goes to the best pair that can stream, and the explanation says so; not streamed, to prm."""
+    from atlas_router.routers.embedded import default_router_path
+    from atlas_router.routers.operating_point import OperatingPoint, route_at
+    from atlas_router.routers.persist import load_router
+
+    question = "Write a poem about the sea."
+    assert route_at(load_router(default_router_path()), [question], OperatingPoint())[0].tool == "prm"
+    c = slow_client(routed_gw)
+    messages = [{"role": "user", "content": question}]
+    whole = c.chat.completions.create(model="atlas", messages=messages, max_tokens=40)
+    assert whole.model_extra["atlas"]["tool"] == "prm"
+    chunks = list(c.chat.completions.create(model="atlas", messages=messages, max_tokens=40, stream=True))
+    atlas = chunks[-1].model_extra["atlas"]
+    assert local_pool.tool(atlas["tool"]).mode != "best_of_n"
+    assert "prm" in atlas["explanation"]["stream"]
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)

@@ -422,6 +422,10 @@ class Controller:
                                    code="over_latency_budget", param="max_latency_s")
         if features:
             ranking = self._serving(pool, ranking, params)
+        if req.stream:
+            ranking, note = self._streamable(pool, ranking)
+            if note:
+                routed.explanation = {**routed.explanation, "stream": note}
         answer = Answer(req.model, "", "", None, router_name, 0, 0, 0.0, 0.0, explanation=routed.explanation,
                         overrides=ov, alpha_applied=batcher.alpha_supported if ov.alpha is not None else None)
         attempts = await self._execute(pool, ranking, question, messages, params, req.stream, answer)
@@ -445,6 +449,16 @@ class Controller:
                                "models supports it with a direct tool); remove it or ask a model that does",
                                code="unsupported_parameter", param=features[0])
         return kept
+
+    @staticmethod
+    def _streamable(pool: Pool, ranking: list[Pair]) -> tuple[list[Pair], str | None]:
+        """For a streamed request, the pairs that can stream (best-of-n answers only once every sample is
+        done, so the first text would come at the very end); all of them when none can."""
+        kept = [p for p in ranking if pool.tool(p[1]).mode != "best_of_n"]
+        if not kept or len(kept) == len(ranking):
+            return ranking, None
+        skipped = [format_pair(p) for p in ranking if p not in set(kept)]
+        return kept, f"streamed: skipped {', '.join(skipped)} (best-of-n answers only when every sample is done)"
 
     async def _policy_answer(self, pool: Pool, policy: Any, question: str, req: ChatRequest, router_name: str,
                              routed: RouteResult, ov: Overrides, start: float) -> "Answer | Attempt":
