@@ -49,8 +49,9 @@ The default (``method="auto"``): the same model family, with what the paper fixe
 Utility
     ``U = (1 - a) * Acc - a * CostNorm`` with ``CostNorm = cost / cost_scale_`` where ``cost_scale_`` is
     the largest pooled mean cost of any pair on the training records (see ``routers.utility``). Costs come
-    from the same cells as accuracies (cost is not learned by the ridge). Utility tables per row are built
-    once per a and cached; routing a batch is a few matrix products, a softmax and a row gather, in numpy.
+    from the same cells as accuracies (cost is not learned by the ridge). Everything routing reads at one
+    operating point is built once and cached (``_RoutePlan``): routing a batch, or one query, is one
+    matrix product, a softmax and one gather of the stacked tables, whatever the number of pairs.
 
 Out of distribution
     ``ood_threshold_`` is the ``ood_quantile`` (0.99) quantile of the training queries' distances to their
