@@ -29,17 +29,18 @@ MAX_TOOL_CALLS = 3
 TextSink = Callable[[str], None]  # receives an answer's text piece by piece as it is written
 
 
+def upstream_fault(error: str) -> bool:
+    """A run's error says the model's endpoint failed (not the tool or the question): a fault for the model's
+    circuit breaker."""
+    return error.startswith(("BackendError", "TimeoutError"))
+
+
 class PairFailed(AtlasError):
     """A streamed run that ended in an error; ``record`` holds the cause (as ``run_pair`` would return it)."""
 
     def __init__(self, record: PairRecord) -> None:
         super().__init__(record.error or "failed")
         self.record = record
-
-    @property
-    def upstream_fault(self) -> bool:
-        """The model's endpoint failed (not the tool or the question): a fault for its circuit breaker."""
-        return (self.record.error or "").startswith(("BackendError", "TimeoutError"))
 
 
 @dataclass(frozen=True)

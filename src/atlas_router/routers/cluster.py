@@ -193,8 +193,7 @@ class ClusterRouter(Router):
         from threadpoolctl import threadpool_limits
 
         self._check_params()
-        self.__dict__.pop("_tables", None)  # tables and plans of an earlier fit
-        self.__dict__.pop("_plans", None)
+        self.__dict__.pop("_plans", None)  # the routing plans of an earlier fit
         # small dense algebra (<= a few thousand x a few hundred): one BLAS thread is fastest, and on a
         # busy machine several threads spin against each other (an SVD 50x slower on two shared cores)
         with threadpool_limits(limits=1, user_api="blas"):
@@ -441,14 +440,11 @@ class ClusterRouter(Router):
         return int(best_pairs(u[None, :], self.cost_[-1])[0])
 
     def utility_table(self, alpha: float, single: bool | None = None) -> dict[str, np.ndarray]:
-        """Per alpha, cached: utility of the cell statistics (accuracy part scaled by 1 - ridge weight)
+        """Utility of the cell statistics (accuracy part scaled by 1 - ridge weight)
         minus the evidence penalty, per cluster row (K+1, P) and per (row, benchmark) (K+1, B, P).
-        ``single`` (default: the do-no-harm decision at ``alpha``) leaves only the best single pair."""
+        ``single`` (default: the do-no-harm decision at ``alpha``) leaves only the best single pair.
+        Built once per operating point by the routing plan (``_plan``), which caches it."""
         single = self.single_at(alpha) if single is None else single
-        cache = self.__dict__.setdefault("_tables", {})
-        hit = cache.get((alpha, single))
-        if hit is not None:
-            return hit
         d = self.default_pair(alpha)
         keep = 1.0 - self.ridge_weight_
         z = self.evidence_ * (1.0 - alpha)
@@ -461,11 +457,7 @@ class ClusterRouter(Router):
             blocked = np.arange(len(self.pairs_)) != d
         u_c[..., blocked] = -np.inf
         u_t[..., blocked] = -np.inf
-        hit = {"u_c": u_c, "u_t": u_t, "default": d, "single": single}
-        if len(cache) > 64:
-            cache.clear()
-        cache[(alpha, single)] = hit
-        return hit
+        return {"u_c": u_c, "u_t": u_t, "default": d, "single": single}
 
     def assign(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest cluster and the distance to its centroid, per embedding row."""
@@ -479,8 +471,8 @@ class ClusterRouter(Router):
         return self._plan(alpha, single).tables(self, np.asarray(emb, dtype=np.float64))
 
     def _plan(self, alpha: float, single: bool | None) -> "_RoutePlan":
-        """The routing plan at (alpha, single), built once and cached with the utility tables (also under
-        ``single=None``, so that routing does not look the do-no-harm decision up again)."""
+        """The routing plan at (alpha, single), built once and cached (also under ``single=None``, so that
+        routing does not look the do-no-harm decision up again)."""
         plans = self.__dict__.setdefault("_plans", {})
         plan = plans.get((alpha, single))
         if plan is None:

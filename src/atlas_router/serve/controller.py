@@ -27,7 +27,7 @@ from atlas_router.core.images import content_text
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
 from atlas_router.execution.record import PairRecord
-from atlas_router.execution.runner import PairFailed, pair_messages, run_pair, stream_pair
+from atlas_router.execution.runner import PairFailed, pair_messages, run_pair, stream_pair, upstream_fault
 from atlas_router.models.base import ChatModel, Completion, Delta, SamplingParams
 from atlas_router.models.openai_http import UpstreamRefused
 from atlas_router.pool.pool import Pool
@@ -149,6 +149,14 @@ class Answer:
         self.finish_reason = c.finish_reason or "stop"
         self.tool_calls, self.logprobs, self.alternatives = c.tool_calls, c.logprobs, list(c.alternatives)
 
+    def adopt(self, model: ChatModel, c: Completion | None, first: Delta | None, rest: AsyncIterator[Delta] | None) -> None:
+        """A finished completion (priced by ``model``), or a live reply: its first delta and the rest."""
+        if c is not None:
+            self.take(c, model.cost(c.input_tokens, c.output_tokens))
+        else:
+            assert first is not None and rest is not None
+            self.text, self.live = first.text, LiveText(model, rest)
+
     async def pieces(self, piece_chars: int) -> AsyncIterator[str]:
         """The reply's text in order: as generated for a live reply (which then fills in tokens and cost),
         else the finished text cut into pieces."""
@@ -228,20 +236,20 @@ def sampling_of(req: ChatRequest) -> SamplingParams:
                           response_format=fmt, tools=tools, tool_choice=req.tool_choice)
 
 
-async def open_stream(model: ChatModel, messages: list[dict[str, Any]], params: SamplingParams) -> tuple[Delta, AsyncIterator[Delta]]:
-    """Start a streamed reply and wait for its first delta, so a failing model fails here (and can be
-    replaced) rather than after the response has started."""
-    return await open_first(model.stream(messages, params))
-
-
-async def open_first(stream: AsyncIterator[Delta]) -> tuple[Delta, AsyncIterator[Delta]]:
-    """The first delta of a stream and the stream itself (closed if waiting for the first one fails)."""
+async def open_first(stream: AsyncIterator[Delta]
+                     ) -> tuple[Completion | None, Delta | None, AsyncIterator[Delta] | None]:
+    """Wait for a stream's first delta, so that a failing model or pair fails here (and can be replaced)
+    rather than after the response has started; the stream is closed if that fails. Returns (completion, None, None) when
+    it is already the whole reply, else (None, first delta, the rest)."""
     try:
         first = await anext(stream)
     except BaseException:
         await stream.aclose()
         raise
-    return first, stream
+    if first.completion is not None:
+        await stream.aclose()
+        return first.completion, None, None
+    return None, first, stream
 
 
 def estimate_cost(config: PoolConfig, pair: Pair, prompt_chars: int, max_tokens: int | None) -> float:
@@ -342,11 +350,7 @@ class Controller:
         async with asyncio.timeout(limit):
             if not stream:
                 return await model.chat(messages, params), None, None
-            first, rest = await open_stream(model, messages, params)
-        if first.completion is not None:
-            await rest.aclose()
-            return first.completion, None, None
-        return None, first, rest
+            return await open_first(model.stream(messages, params))
 
     async def _passthrough(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]],
                            params: SamplingParams) -> Answer:
@@ -378,11 +382,7 @@ class Controller:
         latency = time.perf_counter() - start
         answer = Answer(req.model, "", req.model, None, None, 0, 0, 0.0, latency,
                         attempts=[Attempt(req.model, "", "ok", None, round(latency, 4))])
-        if c is not None:
-            answer.take(c, model.cost(c.input_tokens, c.output_tokens))
-        else:
-            assert first is not None and rest is not None
-            answer.text, answer.live = first.text, LiveText(model, rest)
+        answer.adopt(model, c, first, rest)
         return answer
 
     async def _routed(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]], params: SamplingParams,
@@ -565,29 +565,20 @@ class Controller:
                 return f"{type(err).__name__}: {err}", "failed", "ok"
             except AtlasError as err:
                 return f"{type(err).__name__}: {err}", "failed", "failed"
-            if c is not None:
-                answer.take(c, chat_model.cost(c.input_tokens, c.output_tokens))
-            else:
-                assert first is not None and rest is not None
-                answer.text, answer.live = first.text, LiveText(chat_model, rest)
+            answer.adopt(chat_model, c, first, rest)
             return None, "ok", "ok"
         if stream and pool.tool(tool_name).mode == "loop":  # the answer streams as it is written, after any calls
             try:
                 async with asyncio.timeout(limit):
-                    first, rest = await open_first(stream_pair(pool, model_name, tool_name, question, params=params,
-                                                               conversation=messages))
+                    c, first, rest = await open_first(stream_pair(pool, model_name, tool_name, question,
+                                                                  params=params, conversation=messages))
             except TimeoutError:
                 return f"no answer within {limit:.3g}s", "timeout", "failed"
             except PairFailed as err:
-                return str(err), "failed", "failed" if err.upstream_fault else None
+                return str(err), "failed", "failed" if upstream_fault(str(err)) else None
             except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing): no verdict
                 return str(err), "failed", None
-            if first.completion is not None:
-                await rest.aclose()
-                answer.take(first.completion, pool.model(model_name).cost(first.completion.input_tokens,
-                                                                           first.completion.output_tokens))
-            else:
-                answer.text, answer.live = first.text, LiveText(pool.model(model_name), rest)
+            answer.adopt(pool.model(model_name), c, first, rest)
             return None, "ok", "ok"
         try:
             async with asyncio.timeout(limit):
@@ -597,7 +588,7 @@ class Controller:
         except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing): no verdict
             return str(err), "failed", None
         if record.error:
-            return record.error, "failed", "failed" if PairFailed(record).upstream_fault else None
+            return record.error, "failed", "failed" if upstream_fault(record.error) else None
         answer.text, answer.finish_reason = record.response, record.finish_reason or "stop"
         answer.input_tokens, answer.output_tokens, answer.cost = record.input_tokens, record.output_tokens, record.cost
         return None, "ok", "ok"
