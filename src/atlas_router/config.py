@@ -1,11 +1,24 @@
-"""Pool configuration: one YAML file declaring models and tools, validated with pydantic.
+"""Configuration in one place: the pool YAML (models and tools, validated with pydantic) and the
+environment variables the library reads.
 
 A pool grows by adding entries to ``models`` or ``tools``; nothing else changes.
+
+Environment: ``ENV_VARS`` names every ``ATLAS_*`` variable the library reads, with its meaning and
+default (docs/environment.md is the same table). They are read when asked for, never at import, through
+``env``, ``env_flag``, ``env_path`` and ``cache_dir``; keys named by the config (``api_key_env``) through
+``secret``; a subprocess's environment is built by ``subprocess_env``; ``export_env`` hands a value to
+worker processes. No other module touches ``os.environ`` or ``os.getenv`` (tests/test_architecture.py
+checks it), with one exception: ``tools.sandbox_bootstrap``, the sandboxed child (standard library only:
+it cannot import this package), sets the user program's ``HOME`` and ``TMPDIR`` and reads nothing.
+``serve.auth.scrub_key_environ`` still re-executes the gateway with its own environment (``os.execve``)
+so that plain keys leave ``/proc/PID/environ``, but it builds that environment with ``subprocess_env``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -15,6 +28,116 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from atlas_router.errors import ConfigError
 
 DEFAULT_POOL_PATH = Path(__file__).parent / "resources" / "default_pool.yaml"
+
+
+# --- environment variables ------------------------------------------------------------------------
+
+EnvKind = Literal["path", "flag", "secret", "text", "internal"]
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable the library reads: ``default`` is what applies when it is unset (a path
+    for the cache directories, text for the docs otherwise)."""
+
+    name: str
+    kind: EnvKind
+    meaning: str
+    default: str | None = None
+
+
+ENV_VARS: dict[str, EnvVar] = {v.name: v for v in (
+    EnvVar("ATLAS_CACHE_DIR", "path", "the on-disk response cache (overrides the pool's cache.dir)",
+           "~/.cache/atlas-router/responses"),
+    EnvVar("ATLAS_EMBED_CACHE_DIR", "path", "the on-disk embedding cache of the encoders",
+           "~/.cache/atlas-router/embeddings"),
+    EnvVar("ATLAS_ONNX_CACHE_DIR", "path", "the ONNX encoders exported from local weights",
+           "~/.cache/atlas-router/onnx"),
+    EnvVar("ATLAS_MODEL_CACHE", "path", "GGUF weights converted once for transformers (local backend)",
+           "~/.cache/atlas-router/converted"),
+    EnvVar("ATLAS_IMAGE_CACHE", "path", "inline benchmark images, stored once by hash",
+           "~/.cache/atlas-router/images"),
+    EnvVar("ATLAS_IMAGE_ROOT", "path", "the directory relative image paths of a benchmark file resolve in "
+           "(paths may not leave it)", None),
+    EnvVar("ATLAS_ALLOW_REMOTE_IMAGES", "flag", "http(s) images may come from hosts other than loopback "
+           "(when the caller does not say)", "off"),
+    EnvVar("ATLAS_SANDBOX_REQUIRE_ALL_LAYERS", "flag", "sandboxed code runs only with every kernel layer in "
+           "place (when the tool's settings do not say)", "off"),
+    EnvVar("ATLAS_EMBED_API_KEY", "secret", "bearer key sent to an openai: embeddings endpoint", None),
+    EnvVar("ATLAS_API_KEYS", "secret", "comma-separated gateway API keys; atlas serve hashes them and "
+           "re-executes without them", None),
+    EnvVar("ATLAS_ADMIN_KEYS", "secret", "comma-separated gateway admin keys (/admin, /metrics); hashed "
+           "like ATLAS_API_KEYS", None),
+    EnvVar("ATLAS_API_KEYS_SHA256", "text", "comma-separated sha256 digests of API keys (what the "
+           "re-executed gateway inherits; may be set by hand)", None),
+    EnvVar("ATLAS_ADMIN_KEYS_SHA256", "text", "comma-separated sha256 digests of admin keys", None),
+    EnvVar("ATLAS_SERVE_ARGS", "internal", "set by atlas serve --workers N: the options each worker "
+           "process builds its gateway from", None),
+)}
+
+# cache_dir's kinds -> the variable that moves each
+CACHE_DIRS = {"responses": "ATLAS_CACHE_DIR", "embeddings": "ATLAS_EMBED_CACHE_DIR", "onnx": "ATLAS_ONNX_CACHE_DIR",
+              "models": "ATLAS_MODEL_CACHE", "images": "ATLAS_IMAGE_CACHE"}
+
+
+def _declared(name: str) -> EnvVar:
+    try:
+        return ENV_VARS[name]
+    except KeyError:
+        raise KeyError(f"{name} is not a declared environment variable (atlas_router.config.ENV_VARS)") from None
+
+
+def env(name: str) -> str | None:
+    """The value of a declared variable now, or None when it is unset or empty."""
+    _declared(name)
+    return os.environ.get(name) or None
+
+
+def env_flag(name: str) -> bool:
+    """A declared on/off variable: 1, true or yes (any case) is on, anything else off."""
+    return (env(name) or "").strip().lower() in ("1", "true", "yes")
+
+
+def env_path(name: str, default: str | os.PathLike[str] | None = None) -> Path | None:
+    """A declared path variable, else ``default``, else the declared default (None when there is none),
+    with ``~`` expanded."""
+    value = env(name) or default or ENV_VARS[name].default
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir(kind: str, default: str | os.PathLike[str] | None = None) -> Path:
+    """The directory of one on-disk cache (``CACHE_DIRS``: responses, embeddings, onnx, models, images):
+    its variable, else ``default`` (the pool's cache.dir for responses), else the declared default."""
+    try:
+        name = CACHE_DIRS[kind]
+    except KeyError:
+        raise KeyError(f"unknown cache {kind!r}; the caches are: {', '.join(CACHE_DIRS)}") from None
+    path = env_path(name, default)
+    assert path is not None  # every cache variable has a default
+    return path
+
+
+def secret(name: str, *, consume: bool = False) -> str | None:
+    """A key from the environment: a declared variable, or one the config names (``api_key_env``).
+    None when unset or empty. ``consume`` also removes it from this process's environment."""
+    value = os.environ.pop(name, None) if consume else os.environ.get(name)
+    return value or None
+
+
+def export_env(name: str, value: str) -> None:
+    """Set a declared variable in this process's environment, for the processes it starts."""
+    _declared(name)
+    os.environ[name] = value
+
+
+def subprocess_env(only: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess: this process's whole environment, or with ``only`` just the
+    variables it names (its values are the defaults for unset ones); then ``extra``."""
+    if only is None:
+        base = dict(os.environ)
+    else:
+        base = {name: os.environ.get(name, default) for name, default in only.items()}
+    return {**base, **extra}
 
 
 def check_endpoint(value: str) -> str:
@@ -90,7 +213,7 @@ class ModelSpec(BaseModel):
         """The endpoint key from the environment; a named but unset variable is a config error."""
         if not self.api_key_env:
             return None
-        key = os.environ.get(self.api_key_env)
+        key = secret(self.api_key_env)
         if not key:
             raise ConfigError(f"model '{self.name}': environment variable {self.api_key_env} (api_key_env) is not set")
         return key

@@ -19,14 +19,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from atlas_router.config import ModelSpec
+from atlas_router.config import ModelSpec, cache_dir
 from atlas_router.errors import BackendError
 from atlas_router.models.base import ChatModel, Completion, Delta, Message, SamplingParams
 from atlas_router.models.cache import ResponseCache
 from atlas_router.models.weights import resolve_weights
 
 LLAMA_FEATURES = frozenset({"tools", "response_format", "n", "presence_penalty", "frequency_penalty"})
-CONVERTED_DIR = Path(os.environ.get("ATLAS_MODEL_CACHE", "~/.cache/atlas-router/converted")).expanduser()
+
+
+def converted_dir() -> Path:
+    """Where GGUF weights converted for transformers are kept: ``$ATLAS_MODEL_CACHE`` (read now, not at
+    import), else ~/.cache/atlas-router/converted."""
+    return cache_dir("models")
 
 
 def llama_cpp_available() -> bool:
@@ -48,7 +53,7 @@ def load_transformers(weights: str) -> tuple[Any, Any]:
         return AutoTokenizer.from_pretrained(str(path)), AutoModelForCausalLM.from_pretrained(str(path))
     stat = path.stat()
     digest = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    converted = CONVERTED_DIR / f"{path.stem}-{digest}"
+    converted = converted_dir() / f"{path.stem}-{digest}"
     if (converted / "config.json").exists():
         return AutoTokenizer.from_pretrained(str(converted)), AutoModelForCausalLM.from_pretrained(str(converted))
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

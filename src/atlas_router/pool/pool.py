@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from atlas_router.config import PoolConfig, load_pool_config
+from atlas_router.config import PoolConfig, cache_dir, load_pool_config
 from atlas_router.models.base import ChatModel
 from atlas_router.models.cache import ResponseCache
 from atlas_router.models.factory import build_model
@@ -19,8 +18,7 @@ class Pool:
     def __init__(self, config: PoolConfig, use_cache: bool | None = None) -> None:
         self.config = config
         enabled = config.cache.enabled if use_cache is None else use_cache
-        cache_dir = os.environ.get("ATLAS_CACHE_DIR") or config.cache.dir
-        self.cache = ResponseCache(Path(cache_dir).expanduser()) if enabled else None
+        self.cache = ResponseCache(cache_dir("responses", config.cache.dir)) if enabled else None
         self._models: dict[str, ChatModel] = {}
         self._tools: dict[str, Tool] = {}
 
