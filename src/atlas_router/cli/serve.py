@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from typing import Any, Optional
 
 import typer
 
 from atlas_router.errors import AtlasError
 
-_ARGS_ENV = "ATLAS_SERVE_ARGS"  # how the parent hands its options to worker processes
+_ARGS_ENV = "ATLAS_SERVE_ARGS"  # how the parent hands its options to worker processes (config.ENV_VARS)
 
 
 def _is_loopback(host: str) -> bool:
@@ -83,7 +82,12 @@ def records_settings(directory: Optional[str], prompts: Optional[str], configure
 
 def worker_app():
     """uvicorn factory for ``--workers N``: each worker builds its own gateway from the parent's options."""
-    app, _ = _build_app(json.loads(os.environ[_ARGS_ENV]), handle_sighup=False)
+    from atlas_router.config import env
+
+    raw = env(_ARGS_ENV)
+    if raw is None:
+        raise AtlasError(f"{_ARGS_ENV} is not set: worker_app is the worker factory of `atlas serve --workers N`")
+    app, _ = _build_app(json.loads(raw), handle_sighup=False)
     return app
 
 
@@ -130,7 +134,9 @@ def serve(
         uvicorn.run(app, **_uvicorn_options(opts, settings.graceful_timeout_s))
         return
     del app
-    os.environ[_ARGS_ENV] = json.dumps(opts)
+    from atlas_router.config import export_env
+
+    export_env(_ARGS_ENV, json.dumps(opts))
     uvicorn.run("atlas_router.cli.serve:worker_app", factory=True, workers=workers,
                 **_uvicorn_options(opts, settings.graceful_timeout_s))
 

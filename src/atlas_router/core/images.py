@@ -184,7 +184,9 @@ def remote_allowed(allow_remote: bool | None) -> bool:
     """Whether http(s) images may come from hosts other than loopback (argument, else the environment)."""
     if allow_remote is not None:
         return allow_remote
-    return os.environ.get("ATLAS_ALLOW_REMOTE_IMAGES", "").strip().lower() in ("1", "true", "yes")
+    from atlas_router.config import env_flag
+
+    return env_flag("ATLAS_ALLOW_REMOTE_IMAGES")
 
 
 def _from_http(url: str, *, allow_remote: bool | None, timeout_s: float, max_bytes: int,

@@ -4,7 +4,8 @@ Keys come from the gateway config (``api_keys_sha256``, ``admin_keys_sha256``: d
 the ``ATLAS_API_KEYS`` / ``ATLAS_ADMIN_KEYS`` environment variables (comma-separated plain keys). Removing
 a variable with ``os.environ.pop`` does not remove it from ``/proc/PID/environ`` (the kernel keeps the
 environment the process was started with), so ``atlas serve`` first calls ``scrub_key_environ``: it
-hashes the plain keys and re-executes itself with only the digests in its environment. Admin keys guard
+hashes the plain keys and re-executes itself with only the digests in its environment (read, like every
+variable, through ``atlas_router.config``: ``secret``, ``env``, ``subprocess_env``). Admin keys guard
 /admin (and /metrics); an API key cannot reload the gateway. With no keys at all, the gateway is open
 (``atlas serve`` binds to loopback by default and says so in its log).
 """
@@ -16,6 +17,8 @@ import hmac
 import os
 import sys
 from collections.abc import Iterable
+
+from atlas_router.config import env as config_env, secret, subprocess_env
 
 ENV_VAR = "ATLAS_API_KEYS"
 ADMIN_ENV_VAR = "ATLAS_ADMIN_KEYS"
@@ -39,14 +42,17 @@ class KeyRing:
         """Digests from the config, plus the hashed keys of ``ATLAS_API_KEYS`` (``ATLAS_ADMIN_KEYS`` when
         ``admin``; dropped from the env) and the digests of ``ATLAS_API_KEYS_SHA256`` (left by
         ``scrub_key_environ``)."""
-        env = os.environ if environ is None else environ
         name = ADMIN_ENV_VAR if admin else ENV_VAR
-        raw = env.pop(name, None) if consume_env else env.get(name)
+        if environ is None:  # the process environment, through the config's accessors
+            raw, hashed = secret(name, consume=consume_env), config_env(name + DIGEST_SUFFIX)
+        else:
+            raw = environ.pop(name, None) if consume_env else environ.get(name)
+            hashed = environ.get(name + DIGEST_SUFFIX)
         digests = list(config_digests)
         if raw:
             digests += [digest(k.strip()) for k in raw.split(",") if k.strip()]
         del raw
-        digests += [d.strip() for d in env.get(name + DIGEST_SUFFIX, "").split(",") if len(d.strip()) == 64]
+        digests += [d.strip() for d in (hashed or "").split(",") if len(d.strip()) == 64]
         return cls(digests)
 
     @property
@@ -83,7 +89,7 @@ def bearer_token(authorization: str | None, api_key_header: str | None = None) -
 def scrub_key_environ(environ: dict[str, str] | None = None, argv: list[str] | None = None) -> None:
     """Replace plain keys in the environment by their digests and re-execute this process, so the plain
     keys are gone from ``/proc/PID/environ`` too (the pid stays the same). A no-op without plain keys."""
-    env = dict(os.environ if environ is None else environ)
+    env = subprocess_env() if environ is None else dict(environ)
     plain = [name for name in (ENV_VAR, ADMIN_ENV_VAR) if name in env]
     if not plain:
         return

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from atlas_router.config import secret
 from atlas_router.core.answers import extract_answer
 from atlas_router.models.base import Completion, SamplingParams
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
@@ -123,7 +123,7 @@ class PoolingRewardClient:
     def _headers(self) -> dict[str, str]:
         if not self.api_key_env:
             return {}
-        key = os.environ.get(self.api_key_env)
+        key = secret(self.api_key_env)
         if not key:
             raise RewardModelError(f"environment variable {self.api_key_env} (api_key_env) is not set")
         return {"Authorization": f"Bearer {key}"}

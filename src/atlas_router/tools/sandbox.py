@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from atlas_router.config import env_flag, subprocess_env
 from atlas_router.tools.sandbox_cgroup import MemoryCgroup
 from atlas_router.tools.sandbox_forkserver import ForkServerError, get_server
 from atlas_router.tools.sandbox_policy import seccomp_program
@@ -45,7 +46,7 @@ _warned: set[str] = set()
 
 
 def _require_all_default() -> bool:
-    return os.environ.get("ATLAS_SANDBOX_REQUIRE_ALL_LAYERS", "").strip().lower() in ("1", "true", "yes")
+    return env_flag("ATLAS_SANDBOX_REQUIRE_ALL_LAYERS")
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class SandboxResult:
 
 def _child_env() -> dict[str, str]:
     """PATH and LANG only, plus thread caps so numeric libraries fit the address-space limit."""
-    env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "LANG": os.environ.get("LANG", "C.UTF-8")}
+    env = subprocess_env(only={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         env[var] = "1"
     env["MALLOC_ARENA_MAX"] = "2"

@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from atlas_router.config import cache_dir, env_path
 from atlas_router.data.benchmarks.catalog import find_benchmark, register
 from atlas_router.data.benchmarks.base import Benchmark, Example, HubSource
 from atlas_router.data.benchmarks.loading import BenchmarkError
@@ -32,7 +33,7 @@ _NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven t
 
 def image_cache_dir() -> Path:
     """Where inline benchmark images are stored by hash (``ATLAS_IMAGE_CACHE``, else ~/.cache/atlas-router/images)."""
-    return Path(os.environ.get("ATLAS_IMAGE_CACHE") or "~/.cache/atlas-router/images").expanduser()
+    return cache_dir("images")
 
 
 def _cache_bytes(data: bytes) -> str:
@@ -68,7 +69,7 @@ def _image_ref(value: Any, base_dir: Path | None) -> str:
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", ref):
         raise BenchmarkError(f"image reference '{ref[:60]}' has a scheme that is not accepted (use a relative "
                              "path, data: or http(s):)")
-    root = os.environ.get("ATLAS_IMAGE_ROOT") or base_dir
+    root = env_path("ATLAS_IMAGE_ROOT") or base_dir
     if root is None:
         raise BenchmarkError(f"image path '{ref}' is relative but the rows have no data directory; set ATLAS_IMAGE_ROOT")
     try:

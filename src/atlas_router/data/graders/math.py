@@ -68,7 +68,9 @@ class _Worker:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            env = dict(os.environ, PYTHONUNBUFFERED="1")
+            from atlas_router.config import subprocess_env
+
+            env = subprocess_env(PYTHONUNBUFFERED="1")
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "atlas_router.data.graders._math_worker"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from atlas_router.config import cache_dir
 from atlas_router.core.kv import open_kv
 
-DEFAULT_DIR = "~/.cache/atlas-router/embeddings"
 _CHUNK = 500  # keys per SELECT (SQLite's variable limit is 999 on old builds)
 
 
 def default_cache_dir() -> Path:
     """``$ATLAS_EMBED_CACHE_DIR``, else ~/.cache/atlas-router/embeddings."""
-    return Path(os.environ.get("ATLAS_EMBED_CACHE_DIR") or DEFAULT_DIR).expanduser()
+    return cache_dir("embeddings")
 
 
 def text_key(encoder_name: str, text: str) -> str:

@@ -32,16 +32,16 @@ from atlas_router.routers.encoders.base import Encoder
 from atlas_router.routers.encoders.cache import EmbeddingCache
 from atlas_router.routers.encoders.local import DEFAULT_MODEL_NAME, default_model_dir
 
-ONNX_CACHE_ENV = "ATLAS_ONNX_CACHE_DIR"
-DEFAULT_ONNX_DIR = "~/.cache/atlas-router/onnx"
 OPSET = 17
 EXPORT_VERSION = 1  # bump when the export recipe changes, so stale cached files are not reused
 QUANTS = ("fp32", "int8")
 
 
 def onnx_cache_dir() -> Path:
-    """``$ATLAS_ONNX_CACHE_DIR``, else ~/.cache/atlas-router/onnx."""
-    return Path(os.environ.get(ONNX_CACHE_ENV) or DEFAULT_ONNX_DIR).expanduser()
+    """``$ATLAS_ONNX_CACHE_DIR``, else ~/.cache/atlas-router/onnx (``config.cache_dir``)."""
+    from atlas_router.config import cache_dir
+
+    return cache_dir("onnx")
 
 
 def parse_options(arg: str) -> dict[str, Any]:

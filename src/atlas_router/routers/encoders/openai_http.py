@@ -7,12 +7,12 @@ spec ``openai:MODEL@http://HOST:PORT/v1`` at it. The key, if the server wants on
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
 import numpy as np
 
+from atlas_router.config import secret
 from atlas_router.errors import BackendError
 from atlas_router.routers.encoders.base import Encoder
 from atlas_router.routers.encoders.cache import EmbeddingCache
@@ -37,7 +37,7 @@ class OpenAIEmbeddingEncoder(Encoder):
         self.max_retries = max_retries
         self._dim: int | None = None
         headers = {"content-type": "application/json"}
-        key = os.environ.get(API_KEY_ENV)
+        key = secret(API_KEY_ENV)
         if key:
             headers["authorization"] = f"Bearer {key}"
         self._client = httpx.Client(headers=headers, timeout=timeout_s)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 
+from atlas_router.config import secret
 from atlas_router.tools.web_search.base import SearchBackend, SearchError, Snippet
 
 GOOGLE_ENDPOINT = "https://www.googleapis.com/customsearch/v1"
@@ -51,7 +51,7 @@ class GoogleBackend(_HTTPBackend):
         self.cx, self.api_key_env = cx, api_key_env
 
     async def search(self, query: str, k: int) -> list[Snippet]:
-        key = os.environ.get(self.api_key_env)
+        key = secret(self.api_key_env)
         if not key:
             raise SearchError(f"environment variable {self.api_key_env} (api_key_env) is not set")
         body = await self._get_json(self.endpoint, {"key": key, "cx": self.cx, "q": query, "num": min(max(k, 1), 10)})
