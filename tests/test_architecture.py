@@ -1,5 +1,6 @@
-"""The layout holds: packages import each other without cycles, the library never imports the CLI, and
-`atlas ask` and the gateway make the same routing decision for the same question and router.
+"""The layout holds: packages import each other without cycles, the library never imports the CLI, only
+the config reads the environment (every ATLAS_* variable declared there and documented), and `atlas ask`
+and the gateway make the same routing decision for the same question and router.
 
 The import graph is read from the source with ``ast``: every import counts, inside functions and under
 TYPE_CHECKING too (moving an import into a function does not remove the dependency)."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import atlas_router
@@ -72,7 +74,7 @@ def test_packages_import_each_other_without_cycles():
     except graphlib.CycleError as e:
         raise AssertionError(f"package import cycle: {e.args[1]}") from None
     # the layering the README describes: shared leaves at the bottom, the CLI on top
-    assert deps.get("core", set()) <= {"errors"}
+    assert deps.get("core", set()) <= {"errors", "config"} and deps.get("config", set()) <= {"errors"}
     assert not any("cli" in targets for name, targets in deps.items() if name != "cli")
     assert order.index("core") < order.index("tools") < order.index("execution") < order.index("serve")
 
@@ -111,3 +113,58 @@ def test_ask_and_the_gateway_make_the_same_decision():
     # and with a cost weight given by the request
     assert call_route(router, questions, 0.3)[0].ranking[0] == _route(questions[0], None, pool, None, 0.3)[:2]
     assert {g.ranking[0][1] for g in gateway} >= {"calculator", "web-search"}  # routing, not one pair
+
+
+# Modules that may touch os.environ / os.getenv besides the config, and why (the config's docstring says so).
+ENVIRON_EXCEPTIONS = {
+    "atlas_router.tools.sandbox_bootstrap": "the sandboxed child, standard library only: sets the user "
+                                            "program's HOME and TMPDIR, reads nothing",
+}
+_ENVIRON_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+
+
+def _environ_uses(tree: ast.AST) -> list[int]:
+    """Lines that reach the process environment through ``os`` (``os.environ``, ``os.getenv``, an ``os``
+    alias, ``from os import environ``)."""
+    aliases = {"os"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases.update(a.asname or a.name for a in node.names if a.name == "os")
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in _ENVIRON_NAMES and isinstance(node.value, ast.Name) \
+                and node.value.id in aliases:
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and \
+                any(a.name in _ENVIRON_NAMES for a in node.names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_config_reads_the_environment():
+    uses = {_module_name(p): _environ_uses(ast.parse(p.read_text(), str(p))) for p in SRC.rglob("*.py")}
+    offenders = {m: lines for m, lines in uses.items()
+                 if lines and m != "atlas_router.config" and m not in ENVIRON_EXCEPTIONS}
+    assert offenders == {}, "read environment variables through atlas_router.config (env, env_path, secret, ...)"
+    assert uses["atlas_router.config"] and all(uses[m] for m in ENVIRON_EXCEPTIONS)  # the check sees them
+
+
+def test_the_environment_check_catches_each_way_in():
+    for source in ("import os\nos.environ.get('X')", "import os\nos.getenv('X')", "import os as o\no.environ['X']",
+                   "from os import environ", "from os import getenv as g", "import os\nos.environ['X'] = '1'"):
+        assert _environ_uses(ast.parse(source)), source
+    assert not _environ_uses(ast.parse("import os\nos.path.join('a')\nenviron = {}\nenviron.get('X')"))
+
+
+def test_every_atlas_variable_is_declared_and_documented():
+    """An ATLAS_* name anywhere in the library is one the config declares, and docs/environment.md has one
+    row per declared variable, no more."""
+    from atlas_router.config import ENV_VARS
+
+    named = set()
+    for path in SRC.rglob("*.py"):
+        named.update(re.findall(r"\bATLAS_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    assert named - set(ENV_VARS) == set()
+    doc = (SRC.parents[1] / "docs" / "environment.md").read_text()
+    rows = re.findall(r"^\| `(ATLAS_[A-Z0-9_]+)` \|", doc, re.MULTILINE)
+    assert sorted(rows) == sorted(ENV_VARS) and len(rows) == len(set(rows))
