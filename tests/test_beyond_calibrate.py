@@ -61,7 +61,7 @@ def test_calibrate_cli(tmp_path):
     RecordStore(store).append(synthetic_records(n_per_topic=40, seed=1))
     out, saved = tmp_path / "cal.json", tmp_path / "router.joblib"
     cmd = [sys.executable, "-m", "atlas_router", "calibrate", "--records", str(store), "--min-quality", "0.8",
-           "--k", "3", "--encoder", "hashing:128", "--json", str(out), "--save-router", str(saved)]
+           "--k", "3", "--encoder", "hashing:128", "--json-out", str(out), "--save-router", str(saved)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     print(proc.stdout, proc.stderr[-2000:])
     assert proc.returncode == 0

@@ -84,7 +84,7 @@ def test_sweep_cli(tmp_path):
     RecordStore(store).append(synthetic_records(n_per_topic=30, seed=4))
     out = tmp_path / "sweep.json"
     cmd = [sys.executable, "-m", "atlas_router", "sweep", "--records", str(store), "--k", "2,4",
-           "--encoders", "hashing:64,hashing:128", "--json", str(out)]
+           "--encoders", "hashing:64,hashing:128", "--json-out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     print(proc.stdout, proc.stderr[-2000:])
     assert proc.returncode == 0 and "silhouette" in proc.stdout

@@ -78,7 +78,7 @@ def run_server(argv: list[str], cwd: Path, env: dict[str, str], port: int) -> No
         from openai import OpenAI
 
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        if "--router" in argv:
+        if "--router-file" in argv:
             reply = client.chat.completions.create(model="atlas", messages=[{"role": "user", "content": "What is 2 + 2?"}])
             assert reply.choices[0].message.content
             return

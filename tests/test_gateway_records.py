@@ -219,7 +219,7 @@ def test_atlas_serve_feedback_survives_restart_and_atlas_fit_follows_it(upstream
     pool_file, config = tmp_path / "pool.yaml", tmp_path / "gateway.yaml"
     pool_file.write_text(yaml.safe_dump(pool_config(upstream, ["cheap", "strong"], prices=PRICES)))
     config.write_text(yaml.safe_dump({"records": {"dir": str(tmp_path / "elsewhere"), "flush_s": 0.2}}))
-    args = ["--pool", str(pool_file), "--router", str(router_file), "--config", str(config), "--records", str(store),
+    args = ["--pool", str(pool_file), "--router-file", str(router_file), "--config", str(config), "--records", str(store),
             "--record-prompts", "full"]
 
     proc, gw = _serve(args, env)

@@ -22,7 +22,7 @@ def preset_run(tmp_path_factory):
     report = root / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "atlas_router", "train-rl", "--preset", "cpu-replay-small", "--dir", str(root / "run"),
-         "--json", str(report)],
+         "--json-out", str(report)],
         capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,7 +64,7 @@ def test_ask_routes_live_with_the_trained_policy(preset_run, tmp_path):
     _, run_dir, _ = preset_run
     with running_server(create_deterministic_app(0.0)) as url:
         proc = subprocess.run(
-            [sys.executable, "-m", "atlas_router", "ask", "--router", "rl", "--policy", str(run_dir / "policy"),
+            [sys.executable, "-m", "atlas_router", "ask", "--policy", str(run_dir / "policy"),
              "--pool", str(_live_pool(tmp_path, url)), "What is 17 * 23?"],
             capture_output=True, text=True, timeout=300,
         )
@@ -119,7 +119,7 @@ def test_atlas_eval_puts_rl_and_hybrid_beside_the_cluster_router_under_the_ood_p
     proc = subprocess.run(
         [sys.executable, "-m", "atlas_router", "eval", "--train", str(tmp_path / "train"), "--test", str(tmp_path / "test"),
          "--routers", "atlas-cluster,rl,hybrid", "--policy", str(run_dir / "policy"), "--ood", "rl-arithmetic,rl-letters",
-         "--encoder", "hashing:256", "--k", "4", "--json", str(out_json)],
+         "--encoder", "hashing:256", "--k", "4", "--json-out", str(out_json)],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -58,7 +58,7 @@ def _run(cfg_path: Path, run_dir: Path, report: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "atlas_router", "train-rl", "--config", str(cfg_path), "--dir", str(run_dir),
-         "--json", str(report)],
+         "--json-out", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
 

@@ -151,7 +151,7 @@ def test_pickle_payload_runs_nothing_and_gets_one_line(cluster_file, tmp_path):
             read_manifest(path)
         with pytest.raises(AtlasError):
             load_routers([path])  # the gateway's loader (atlas serve, reload)
-        line = one_line_error(atlas("route", "--router", str(path), "What is 2+2?"))
+        line = one_line_error(atlas("route", "--router-file", str(path), "What is 2+2?"))
         assert "can run code" in line and "atlas router-file migrate --trust" in line
     one_line_error(atlas("router-file", "show", str(crafted)))
     one_line_error(atlas("router-file", "migrate", str(crafted)))  # without --trust: refused
@@ -207,7 +207,7 @@ def test_crafted_zips_get_one_line_errors_and_run_nothing(cluster_file, tmp_path
         path = rewrite(good, tmp_path / f"{label}.atlas", **members)
         with pytest.raises(RouterFileError, match=message):
             load_router(path)
-    line = one_line_error(atlas("route", "--router", str(tmp_path / "non-router-name.atlas"), "What is 2+2?"))
+    line = one_line_error(atlas("route", "--router-file", str(tmp_path / "non-router-name.atlas"), "What is 2+2?"))
     assert "not a registered router" in line
     (tmp_path / "garbage.atlas").write_bytes(b"not a router")
     with pytest.raises(RouterFileError, match="not a readable router file"):
@@ -222,7 +222,7 @@ def test_crafted_zips_get_one_line_errors_and_run_nothing(cluster_file, tmp_path
     with pytest.raises(RouterFileError, match="damaged router file"):
         load_router(tmp_path / "garbled.atlas")
     (tmp_path / "truncated.atlas").write_bytes(good.read_bytes()[:200])
-    one_line_error(atlas("route", "--router", str(tmp_path / "truncated.atlas"), "What is 2+2?"))
+    one_line_error(atlas("route", "--router-file", str(tmp_path / "truncated.atlas"), "What is 2+2?"))
     assert not marker.exists()
 
 
@@ -282,7 +282,7 @@ def test_gateway_keeps_serving_when_a_reload_meets_a_crafted_file(tmp_path, monk
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.atlas"
     crafted.write_bytes(pickle.dumps(Payload(marker)))
-    served = atlas("serve", "--router", str(crafted), "--port", "1")
+    served = atlas("serve", "--router-file", str(crafted), "--port", "1")
     errors = [ln for ln in served.stderr.splitlines() if not ln.startswith('{"ts"')]  # JSON log lines aside
     assert served.returncode == 2 and len(errors) == 1 and "can run code" in errors[0], served.stderr
 

@@ -39,14 +39,14 @@ def test_fit_then_route_with_explanations(stores):
     print(fit.stdout, fit.stderr[-500:])
     assert fit.returncode == 0 and "fitted atlas-cluster on 84 queries, 6 pairs" in fit.stdout
     assert fit.stdout.count("  cluster ") == 3
-    plain = atlas("route", "--router", str(base / "r.atlas"), "What is 12 plus 30? (case 1)", env=env)
+    plain = atlas("route", "--router-file", str(base / "r.atlas"), "What is 12 plus 30? (case 1)", env=env)
     assert plain.returncode == 0 and plain.stdout.strip() == "large python_code"
-    explained = atlas("route", "--router", str(base / "r.atlas"), "--explain", "-", env=env,
+    explained = atlas("route", "--router-file", str(base / "r.atlas"), "--explain", "-", env=env,
                       stdin="Who wrote the novel number 7? (case 2)")
     print(explained.stdout)
     assert explained.returncode == 0 and "web_search" in explained.stdout.splitlines()[0]
     assert "cluster=" in explained.stdout and "ood=False" in explained.stdout and "utility" in explained.stdout
-    js = atlas("route", "--router", str(base / "r.atlas"), "--json", "--explain", "--alpha", "1", "q one", "q two",
+    js = atlas("route", "--router-file", str(base / "r.atlas"), "--json", "--explain", "--alpha", "1", "q one", "q two",
                env=env)
     rows = json.loads(js.stdout)
     assert [r["model"] for r in rows] == ["small", "small"] and rows[0]["explanation"]["alpha"] == 1.0
@@ -57,7 +57,7 @@ def test_eval_prints_tables_writes_json_and_report(stores):
     out = base / "eval.json"
     run = atlas("eval", "--train", str(base / "train"), "--test", str(base / "test"), "--routers",
                 "atlas-cluster,best-single,oracle,knn", "--alpha", "0", "--encoder", "hashing:256", "--k", "3",
-                "--json", str(out), "--report", str(base / "report"), env=env)
+                "--json-out", str(out), "--report", str(base / "report"), env=env)
     print(run.stdout[-3000:], run.stderr[-1000:])
     assert run.returncode == 0
     assert "all benchmarks" in run.stdout and "arith" in run.stdout and "calls / query" in run.stdout
@@ -77,7 +77,7 @@ def test_bad_input_is_one_line_error(stores, tmp_path):
     base, env = stores
     cases = [
         (["fit", "cluster", "--records", str(tmp_path / "nope"), "--out", str(tmp_path / "r")], "records directory not found"),
-        (["route", "--router", str(tmp_path / "missing.atlas"), "hi"], "router file not found"),
+        (["route", "--router-file", str(tmp_path / "missing.atlas"), "hi"], "router file not found"),
         (["eval", "--train", str(base / "train"), "--routers", "knn,nope"], "unknown router(s): nope"),
         (["eval", "--train", str(base / "train"), "--alpha", "2"], "alpha must lie in [0, 1]"),
         (["fit", "oracle", "--records", str(base / "train"), "--out", str(tmp_path / "r")], "cannot be fitted"),

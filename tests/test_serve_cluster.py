@@ -110,7 +110,7 @@ def test_cli_serves_a_router_file(tmp_path, monkeypatch):
         pool_file.write_text(yaml.safe_dump(pool_config(up, ["cheap", "strong"])))
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "atlas_router", "serve", "--pool", str(pool_file),
-                                 "--router", str(router_file), "--port", str(port)],
+                                 "--router-file", str(router_file), "--port", str(port)],
                                 env=dict(os.environ), stderr=subprocess.PIPE, text=True)
         gw = f"http://127.0.0.1:{port}"
         try:
@@ -129,6 +129,6 @@ def test_cli_serves_a_router_file(tmp_path, monkeypatch):
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-    missing = subprocess.run([sys.executable, "-m", "atlas_router", "serve", "--router", str(tmp_path / "nope.joblib")],
+    missing = subprocess.run([sys.executable, "-m", "atlas_router", "serve", "--router-file", str(tmp_path / "nope.joblib")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "router file not found" in missing.stderr

@@ -1,6 +1,8 @@
 """The ``atlas`` command line. Each command group lives in its own module and registers itself here.
 
-Errors the user can fix (AtlasError) print one line and exit 2, never a traceback.
+Errors the user can fix (AtlasError) print one line and exit 2, never a traceback. Every command-line word has
+one meaning across the commands (``--json`` a flag, ``--json-out PATH`` a file, ``--router`` a router kind,
+``--router-file PATH`` a file); the old spellings are rewritten, with a notice, by ``cli.words``.
 """
 
 from __future__ import annotations
@@ -9,10 +11,22 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
 
+from atlas_router.cli.words import rewrite_old_words
 from atlas_router.errors import AtlasError
 
+
+class AtlasGroup(TyperGroup):
+    """The ``atlas`` group: a command's old option spellings become the new ones before it parses them."""
+
+    def resolve_command(self, ctx, args):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return name, cmd, rewrite_old_words(name, list(rest))
+
+
 app = typer.Typer(
+    cls=AtlasGroup,
     name="atlas",
     help="Route each query to the best (model, tool) pair.",
     no_args_is_help=True,

@@ -3,7 +3,8 @@
 With no pair named, the router file (default: the router shipped for the embedded pool, see
 ``routers.embedded``) picks the pair at an operating point (default: the cheapest pair within 2 accuracy
 points of the best; ``--tolerance`` or ``--alpha`` change it), and that pair answers. ``--model`` /
-``--tool`` name the pair yourself; ``--router rl`` lets a trained multi-step policy route.
+``--tool`` name the pair yourself; ``--policy DIR`` lets a trained multi-step policy route.
+(``--router rl|file|pair``, the old mode option, still works with a notice: see ``cli.words``.)
 """
 
 from __future__ import annotations
@@ -57,22 +58,23 @@ def ask(
                                                    "(0.02 = 2 points) of the best. Default 0.02."),
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0,
                                           help="Operating point as a cost weight a in U = (1-a)·Acc - a·Cost."),
-    router: str = typer.Option("file", "--router", help="file: a router file routes; rl: a routing policy."),
-    policy: Optional[str] = typer.Option(None, "--policy", help="RL policy directory (with --router rl)."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="RL policy directory (atlas train-rl): the policy "
+                                         "routes, step by step, instead of the router file."),
+    router: Optional[str] = typer.Option(None, "--router", hidden=True,
+                                         help="Old mode option (rl: use --policy DIR; file: the default)."),
     image: Optional[List[str]] = typer.Option(None, "--image", "-i", help="An image for the question (path or URL); repeatable."),
 ) -> None:
     """Answer QUESTION with the pair the shipped router picks, or with the pair you name (--model/--tool)."""
+    mode = _mode(router, policy, model, tool, router_file)
     question = validate_question(read_question(question))
     images = load_images(image or [])  # checked before any work: hostile or broken images fail here
-    if router == "rl":
+    if mode == "rl":
         question = routing_text(question, images)  # the policy and its pairs see the images' descriptions
 
         raise typer.Exit(_ask_with_policy(pool, policy, question, as_json))
-    if router not in ("file", "pair"):
-        raise AtlasError(f"unknown --router '{router}'; use file or rl")
     the_pool = load_pool(pool)
     why: dict[str, Any] | None = None
-    if model is None and tool is None and router == "file":
+    if model is None and tool is None and mode == "file":
         routed_text = routing_text(question, images) if images else question
         model_name, tool_name, why = _route(routed_text, router_file, the_pool, tolerance, alpha)
     else:
@@ -101,6 +103,27 @@ def ask(
         raise typer.Exit(1)
 
 
+def _mode(router: Optional[str], policy: Optional[str], model: Optional[str], tool: Optional[str],
+          router_file: Optional[str]) -> str:
+    """rl (a policy routes), file (a router file routes unless a pair is named) or pair (no routing: the
+    pool's first model with no tool unless named; only the old ``--router pair`` asks for it)."""
+    import sys
+
+    if router is not None:  # the old mode option, kept as it was: --policy DIR alone now selects the policy
+        new = {"rl": "--policy DIR", "file": "(nothing: the default)", "pair": "--model MODEL --tool TOOL"}
+        if router not in new:
+            raise AtlasError(f"unknown --router '{router}'; a router file is --router-file PATH, "
+                             "a policy --policy DIR")
+        old = "--router rl --policy DIR" if router == "rl" else f"--router {router}"
+        sys.stderr.write(f"notice: '{old}' is now '{new[router]}' (the old spelling still works, for now)\n")
+        if router == "rl" and not policy:
+            raise AtlasError("--router rl needs --policy DIR (a directory written by 'atlas train-rl')")
+        return router
+    if policy and (model or tool or router_file):
+        raise AtlasError("--policy DIR routes with the policy: leave out --model, --tool and --router-file")
+    return "rl" if policy else "file"
+
+
 def _explanation(model: str, tool: str, why: dict[str, Any]) -> str:
     lines = [f"routed to {model}@@{tool} ({why.get('operating_point', '')})"]
     if "cluster" in why:
@@ -121,7 +144,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _ask_with_policy(pool_path: str | None, policy_dir: str | None, question: str, as_json: bool) -> int:
-    """``atlas ask --router rl --policy DIR``: print the trajectory (or its JSON); exit status 1 without an answer."""
+    """``atlas ask --policy DIR``: print the trajectory (or its JSON); exit status 1 without an answer."""
     import json
     import sys
 
@@ -129,7 +152,7 @@ def _ask_with_policy(pool_path: str | None, policy_dir: str | None, question: st
     from atlas_router.rl.rollout import Trajectory
 
     if not policy_dir:
-        raise AtlasError("--router rl needs --policy DIR (a directory written by 'atlas train-rl')")
+        raise AtlasError("routing with a policy needs --policy DIR (a directory written by 'atlas train-rl')")
     cached_policy(policy_dir)  # a bad directory fails before the pool is touched
     pool = load_pool(pool_path)
 

@@ -15,7 +15,10 @@ from atlas_router.errors import AtlasError
 def train_rl(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="RL training config (YAML)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A named run instead of a config: cpu-replay, cpu-replay-small."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the before/after report (JSON) here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the before/after report as JSON on standard output "
+                                 "(the default without --json-out)."),
+    json_out: Optional[str] = typer.Option(None, "--json-out", help="Write the before/after report (JSON) here; "
+                                           "- for standard output."),
     run_dir: Optional[Path] = typer.Option(None, "--dir", help="Run directory (checkpoints, metrics, plots, policy)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on standard error."),
 ) -> None:
@@ -24,7 +27,7 @@ def train_rl(
     The report measures held-out queries before training, after the warm start and after PPO (each
     reward term, format-valid rate, accuracy with a 95% interval, routes per query) beside scripted
     baselines (random pair, best single pair, per-domain best pair, oracle); the table goes to standard
-    error, the JSON to --json FILE (or standard output).
+    error, the JSON to --json-out FILE (or standard output: the default, or --json).
     """
     from atlas_router.rl.config import load_train_config
     from atlas_router.rl.presets import preset_config, run_with_report
@@ -47,11 +50,12 @@ def train_rl(
     report = run_async(run_with_report(cfg, log=log))
     log(format_table(report))
     text = json.dumps(report, indent=2)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text + "\n", encoding="utf-8")
-        log(f"report written to {json_out}")
-    else:
+    if json_out is not None and json_out != "-":
+        path = Path(json_out).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n", encoding="utf-8")
+        log(f"report written to {path}")
+    if as_json or json_out is None or json_out == "-":
         typer.echo(text)
 
 

@@ -84,7 +84,7 @@ def fit(
 
 def route(
     questions: List[str] = typer.Argument(..., help="Question(s) to route; - reads one from standard input."),
-    router: str = typer.Option(..., "--router", help="Router file written by atlas fit."),
+    router_file: str = typer.Option(..., "--router-file", help="Router file written by atlas fit."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Override the router's utility weight."),
     as_json: bool = typer.Option(False, "--json", help="Print decisions as JSON."),
     explain: bool = typer.Option(False, "--explain", help="Show why: cluster, distance, top pairs, fallbacks."),
@@ -94,7 +94,7 @@ def route(
     from atlas_router.routers import load_router
 
     texts = [validate_question(read_question(q)) for q in questions]
-    r = load_router(router)
+    r = load_router(router_file)
     decisions = r.route(texts, alpha=alpha)
     if as_json:
         rows = [{"question": q, **(d.to_dict() if explain else {"model": d.model, "tool": d.tool, "utility": d.utility})}
@@ -123,7 +123,10 @@ def evaluate(
     test: Optional[str] = typer.Option(None, "--test", help="RecordStore directory to evaluate on (default: split --train)."),
     routers: Optional[str] = typer.Option(None, "--routers", help="Comma list of routers (default: all)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Utility weight of cost used for the tables."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write results as JSON to this file (- for stdout)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on standard output (the tables go "
+                                 "to standard error)."),
+    json_out: Optional[str] = typer.Option(None, "--json-out", help="Write the results as JSON to this file "
+                                           "(- for standard output, as --json)."),
     report: Optional[str] = typer.Option(None, "--report", help="Write report.md and report.html into this directory."),
     ood: Optional[str] = typer.Option(None, "--ood", help="Fit only on these benchmarks (comma list); test on all."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML whose live model runs the zero-/few-shot routers."),
@@ -134,7 +137,7 @@ def evaluate(
     test_size: float = typer.Option(0.3, "--test-size", help="Held-out fraction of queries when --test is not given."),
     policy: Optional[str] = typer.Option(None, "--policy", help="RL policy directory (atlas train-rl) for the rl and hybrid routers."),
 ) -> None:
-    """Fit every router on --train, replay them on --test, print tables and write JSON / a report."""
+    """Fit every router on --train, replay them on --test, print tables and JSON (--json, --json-out FILE) / a report."""
     from atlas_router.eval.run import parse_router_list, run_evaluation
     from atlas_router.eval.split import split_records
     from atlas_router.routers.utility import check_alpha
@@ -154,14 +157,13 @@ def evaluate(
                         router_params={"rl": {"policy": policy}, "hybrid": {"policy": policy, "k": k}},
                         progress=lambda m: console.print(f"[dim]{m}[/]"))
     ev.notes = notes + ev.notes
-    _print_tables(ev)
-    if json_out:
-        data = ev.to_json()
-        if json_out == "-":
-            print_json(data)
-        else:
-            Path(json_out).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            Path(json_out).expanduser().write_text(json.dumps(data, indent=2), encoding="utf-8")
+    to_stdout = as_json or json_out == "-"
+    _print_tables(ev, Console(stderr=True) if to_stdout else Console())
+    if to_stdout:
+        print_json(ev.to_json())
+    if json_out and json_out != "-":
+        Path(json_out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).expanduser().write_text(json.dumps(ev.to_json(), indent=2), encoding="utf-8")
     if report:
         from atlas_router.eval.report import write_report
         from atlas_router.eval.run import cluster_points
@@ -193,8 +195,7 @@ def _llm_router_model(pool: Optional[str], llm: Optional[str], console: Console)
     return model, the_pool.config, []
 
 
-def _print_tables(ev) -> None:
-    console = Console()
+def _print_tables(ev, console: Console) -> None:
     overall = Table(title=f"all benchmarks ({ev.n_test_queries} test queries, alpha={ev.alpha:g})")
     for col in ("router", "accuracy", "cost / query", "calls / query", "missing"):
         overall.add_column(col, justify="left" if col == "router" else "right")

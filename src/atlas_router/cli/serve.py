@@ -101,8 +101,8 @@ def _uvicorn_options(opts: dict[str, Any], graceful_s: float) -> dict[str, Any]:
 
 def serve(
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
-    router: Optional[list[str]] = typer.Option(
-        None, "--router", help="A saved router file (data only, runs no code); repeat for several. A cluster "
+    router_file: Optional[list[str]] = typer.Option(
+        None, "--router-file", help="A saved router file (data only, runs no code); repeat for several. A cluster "
         "router answers to atlas-cluster, a hybrid to atlas-hybrid, ...; 'atlas' takes the best one loaded. "
         "Default with the embedded pool: the router shipped for it."),
     policy: Optional[str] = typer.Option(None, "--policy", help="A trained RL policy directory: served as "
@@ -127,7 +127,7 @@ def serve(
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         raise AtlasError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
-    opts = {"pool": pool, "router": router or [], "policy": policy, "config": config, "host": host, "port": port,
+    opts = {"pool": pool, "router": router_file or [], "policy": policy, "config": config, "host": host, "port": port,
             "log_level": log_level.lower(), "no_cache": no_cache, "records": records, "record_prompts": record_prompts}
     app, settings = _build_app(opts, handle_sighup=workers == 1)  # bad input fails here, before any worker
     if workers == 1:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from atlas_router.cli.common import load_records
+from atlas_router.cli.common import load_records, print_json
 
 
 def sweep(
@@ -18,7 +18,10 @@ def sweep(
     alpha: float = typer.Option(0.5, "--alpha", help="Utility weight of cost, in [0, 1]."),
     test_size: float = typer.Option(0.3, "--test-size", help="Share of queries held out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, k-means and silhouette sampling."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the rows here (and a manifest beside it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on standard output (the table goes to "
+                                 "standard error)."),
+    json_out: Optional[str] = typer.Option(None, "--json-out", help="Write the rows here (and a manifest beside it); "
+                                           "- for standard output, as --json."),
 ) -> None:
     """Fit the cluster router for every K and encoder; print held-out accuracy, cost, utility, silhouette, DB."""
     from rich.console import Console
@@ -44,16 +47,19 @@ def sweep(
         table.add_row(r["encoder"], str(r["n_clusters"]), f"{r['accuracy']:.4f}", f"{r['cost']:.3e}",
                       f"{r['utility']:.4f}", num(r["silhouette"], ".4f"), num(r["davies_bouldin"], ".3f"),
                       f"{r['fit_s']:.1f}")
-    Console(width=140).print(table)
-    if json_out is not None:
+    to_stdout = as_json or json_out == "-"
+    Console(width=140, stderr=to_stdout).print(table)
+    payload = {"alpha": alpha, "test_queries": result["test_queries"], "rows": result["rows"]}
+    if to_stdout:
+        print_json(payload)
+    if json_out is not None and json_out != "-":
         manifest = run_manifest(
             "sweep", data=result["data"], records_path=records, encoders=result["encoders"], routers=result["routers"],
             seeds={"split": seed, "kmeans": seed, "silhouette_sample": seed},
             settings={"k": ks, "alpha": alpha, "test_size": test_size},
         )
-        payload = {"alpha": alpha, "test_queries": result["test_queries"], "rows": result["rows"]}
         out, man = write_output(json_out, payload, manifest)
-        typer.echo(f"report: {out} (manifest: {man})")
+        typer.echo(f"report: {out} (manifest: {man})", err=to_stdout)
 
 
 def register(app: typer.Typer) -> None:
