@@ -12,7 +12,7 @@ vLLM or llama.cpp judge takes. A 135M judge is weak; the point is that its agree
 For each: label and preference agreement, and routers fitted on judge grades vs gold grades of the same
 train queries, evaluated on the gold grades of the same test queries (data.graders.agreement).
 
-    .venv/bin/python bench/judge_agreement.py [--gsm8k 40] [--math 30] [--judges judge-verdict,...] [--json FILE]
+    .venv/bin/python bench/judge_agreement.py [--gsm8k 40] [--math 30] [--judges judge-verdict,...] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -96,8 +96,13 @@ def main() -> None:
                     help="grader kinds to measure (judge-verdict: yes/no; judge: 1-10 rating; judge-pairwise)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--encoder", default="sentence-transformers")
-    ap.add_argument("--json", help="write the reports here")
+    ap.add_argument("--json-out", help="write the reports here (JSON)")
+    ap.add_argument("--json", dest="old_json", help=argparse.SUPPRESS)  # the old spelling of --json-out
     args = ap.parse_args()
+    if args.old_json:
+        print("notice: '--json PATH' is now '--json-out PATH' (the old spelling still works, for now)",
+              file=sys.stderr)
+        args.json_out = args.json_out or args.old_json
     pool = Pool.load(None, use_cache=False)
     judge_name = pool.config.models[0].name
     encoder = build_encoder(args.encoder)
@@ -115,8 +120,8 @@ def main() -> None:
                 print_report(r)
                 print(f"  ({r['judge_s']} s of judging)")
                 reports.append(r)
-    if args.json:
-        Path(args.json).write_text(json.dumps(reports, indent=2, default=str), encoding="utf-8")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(reports, indent=2, default=str), encoding="utf-8")
 
 
 if __name__ == "__main__":

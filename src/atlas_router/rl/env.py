@@ -1,7 +1,7 @@
 """The multi-step routing environment: the policy routes up to ``max_routes`` times, then must answer.
 
 The environment is text-in, text-out and knows nothing about tokens or training engines, so the same
-episode logic serves the local PPO rollout, ``atlas ask --router rl`` and the veRL agent loop. Each
+episode logic serves the local PPO rollout, ``atlas ask --policy DIR`` and the veRL agent loop. Each
 route runs through a ``RouteExecutor``: live (the execution layer's ``run_pair``) or replay (records).
 Whatever a route returns is neutralised (our tags made inert) and capped before the policy sees it.
 """
@@ -117,7 +117,7 @@ class Episode:
         return sum(o.cost for o in self.outcomes)
 
     def transcript(self) -> str:
-        """The whole exchange as text (what a user of ``atlas ask --router rl`` sees)."""
+        """The whole exchange as text (what a user of ``atlas ask --policy DIR`` sees)."""
         return "".join(t.text + (t.observation or "") for t in self.turns)
 
 
