@@ -228,3 +228,35 @@ def test_ask_policy_alone_selects_the_policy(work, tmp_path):
     for proc in (by_file, by_old):
         assert proc.returncode == 2 and "the router's pairs are not in this pool" in proc.stderr, proc.stderr
     assert notices(by_file) == [] and notices(by_old)[0].startswith(ROUTER_NOTICE)
+
+
+def test_train_rl_report_goes_where_the_words_say(tmp_path, monkeypatch):
+    """train-rl's report: stdout by default and with --json, a file with --json-out (or the old --json PATH)."""
+    from typer.testing import CliRunner
+
+    import atlas_router.rl.presets as presets
+    import atlas_router.rl.report as rl_report
+
+    async def fake_run(cfg, log=None):
+        return {"after": {"accuracy": 0.5}}
+
+    monkeypatch.setattr(presets, "preset_config", lambda name, out_dir: object())
+    monkeypatch.setattr(presets, "run_with_report", fake_run)
+    monkeypatch.setattr(rl_report, "format_table", lambda report: "the table")
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, ["train-rl", "--preset", "cpu-replay-small", "--dir", str(tmp_path / "run"), *args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    for args in ([], ["--json"], ["--json-out", "-"]):
+        result = run(*args)
+        assert json.loads(result.stdout) == {"after": {"accuracy": 0.5}} and "notice" not in result.stderr, args
+    result = run("--json-out", str(tmp_path / "new.json"))
+    assert result.stdout == "" and json.loads((tmp_path / "new.json").read_text())["after"]["accuracy"] == 0.5
+    result = run("--json", str(tmp_path / "old.json"))
+    assert result.stdout == "" and json.loads((tmp_path / "old.json").read_text())["after"]["accuracy"] == 0.5
+    assert result.stderr.count(JSON_NOTICE) == 1
+    result = run("--json", "--json-out", str(tmp_path / "both.json"))  # the flag and a file: both
+    assert json.loads(result.stdout)["after"] and (tmp_path / "both.json").is_file()

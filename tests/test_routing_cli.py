@@ -68,8 +68,8 @@ def test_eval_prints_tables_writes_json_and_report(stores):
         assert set(r["per_benchmark"]) == {"arith", "code", "facts"}
     assert data["frontier"] and (base / "report" / "report.html").exists()
     ood = atlas("eval", "--train", str(base / "train"), "--test", str(base / "test"), "--routers", "atlas-cluster",
-                "--encoder", "hashing:256", "--ood", "arith,code", "--json", "-", env=env)
-    data = json.loads(ood.stdout[ood.stdout.index('{\n  "alpha"'):])
+                "--encoder", "hashing:256", "--ood", "arith,code", "--json", env=env)
+    data = json.loads(ood.stdout)  # --json: the JSON alone on stdout, the tables on stderr
     assert data["protocol"]["ood"] == ["arith", "code"] and data["train"]["benchmarks"] == ["arith", "code"]
 
 
@@ -118,16 +118,16 @@ def test_eval_runs_llm_routers_with_a_live_pool_model_and_skips_a_dead_one(store
     base, env = stores
     seen: list[int] = []
     args = ["eval", "--train", str(base / "train"), "--test", str(base / "test"), "--routers",
-            "best-single,zero-shot,few-shot", "--encoder", "hashing:256", "--json", "-"]
+            "best-single,zero-shot,few-shot", "--encoder", "hashing:256", "--json"]
     with running_server(picker_app(seen)) as url:
         run = atlas(*args, "--pool", str(_pool_yaml(tmp_path / "live.yaml", url)), env=env)
     print(run.stderr[-800:])
     assert run.returncode == 0
-    data = json.loads(run.stdout[run.stdout.index('{\n  "alpha"'):])
+    data = json.loads(run.stdout)
     n_test = data["test"]["queries"]
     for name in ("zero-shot", "few-shot"):
         assert len(data["routers"][name]["choices"]) == 1 and sum(data["routers"][name]["choices"].values()) == n_test
     assert seen.count(2) == n_test and seen.count(2 + 2 * 6) == n_test  # zero-shot: system+question; few-shot: +6 examples
     dead = atlas(*args, "--pool", str(_pool_yaml(tmp_path / "dead.yaml", f"http://127.0.0.1:{free_port()}")), env=env)
-    data = json.loads(dead.stdout[dead.stdout.index('{\n  "alpha"'):])
+    data = json.loads(dead.stdout)
     assert set(data["routers"]) == {"best-single"} and "did not answer" in " ".join(data["notes"])
