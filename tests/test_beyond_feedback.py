@@ -130,3 +130,19 @@ def test_online_router_replays_like_its_base(fitted, records):
     assert same.overall.accuracy == pytest.approx(evaluate_router("base", fitted, replay, alpha=0.0).overall.accuracy)
     with pytest.raises(AtlasError, match="in memory"):
         online.store.save()
+
+
+def test_online_router_fits_its_base_and_starts_fresh_feedback(fitted, records, encoder):
+    """fit() refits the wrapped router; feedback counted against other clusters is not carried over (the
+    same fit again, same records and seed, keeps it)."""
+    online = OnlineClusterRouter(ClusterRouter(k=2, alpha=0.0, n_init=1, seed=1))
+    assert not online.is_fitted
+    online.fit(records, encoder)
+    q = records["query"].iloc[0]
+    online.record(q, *online.pairs_[0], 1.0)
+    assert online.store.events == 1
+    online.fit(records, encoder)
+    assert online.store.events == 1
+    online.base.set_params(seed=2, k=3)
+    online.fit(records, encoder)
+    assert online.store.events == 0 and online.route([q])[0].pair in online.pairs_

@@ -91,8 +91,24 @@ def test_lcb_prefers_the_supported_pair(lucky_router):
     lo, hi = d.explanation["interval"]
     assert 0.65 < lo < 0.85 < hi < 0.95
     assert LCBRouter(lucky_router, method="wilson").route([query])[0].model == "solid"
-    with pytest.raises(AtlasError, match="fitted"):
-        LCBRouter(ClusterRouter())
+    with pytest.raises(AtlasError, match="not fitted"):
+        LCBRouter(ClusterRouter()).route([query])
+
+
+def test_lcb_router_is_a_router_that_fits_its_base(lucky_router):
+    """The wrapper is an estimator like any router: fit() fits the wrapped router, and the result routes
+    as the wrapper of an already fitted router does (same settings, same records, same seed)."""
+    from atlas_router.routers.base import Router
+    from atlas_router.routers.encoders import build_encoder
+
+    lcb = LCBRouter(ClusterRouter(k=1, alpha=0.0, shrinkage=0.0, n_init=1), confidence=0.9)
+    assert isinstance(lcb, Router) and not lcb.is_fitted
+    assert lcb.fit(_lucky_records(), build_encoder("hashing:64", cache=False)) is lcb and lcb.is_fitted
+    assert lcb.pairs_ == lucky_router.pairs_ and lcb.get_params()["confidence"] == 0.9
+    query = "Compute the sum of 3 and 10 please"
+    d = lcb.route(query)[0]
+    assert d.pair == LCBRouter(lucky_router, confidence=0.9).route([query])[0].pair == ("solid", "none")
+    assert d.ranked()[0] == ("solid", "none") and ("lucky", "none") in d.ranked()
 
 
 def test_lcb_router_replays_like_any_router(lucky_router):

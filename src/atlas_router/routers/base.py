@@ -2,7 +2,11 @@
 
 * the constructor only stores settings (``get_params`` lists them);
 * ``fit(records, encoder)`` learns state into attributes ending in ``_`` and returns ``self``;
-* ``route(queries)`` reads that state only: a fitted router is safe to share between threads;
+* ``route(queries)`` reads that state only and returns one ``Decision`` per query, its ``ranking`` the
+  router's pairs best first (what a caller falls back along): a fitted router is safe to share between
+  threads;
+* a router that adds to another router's state (accuracy lower bounds, online feedback) is a
+  ``WrappedRouter``: a Router whose ``fit`` fits the router it wraps;
 * ``save(path)`` / ``load_router(path)`` keep a router in one file with a manifest saying what it was
   fitted on: data hash, encoder, settings (K, seed, ...) and library versions.
 
@@ -36,16 +40,22 @@ Queries = list[str] | np.ndarray
 
 @dataclass
 class Decision:
-    """Where a query goes and why: ``utility`` under the router's alpha, ``explanation`` for humans and logs."""
+    """Where a query goes and why: ``utility`` under the router's alpha, ``explanation`` for humans and logs,
+    ``ranking`` the router's pairs in order of preference (the fallbacks after the chosen pair)."""
 
     model: str
     tool: str
     utility: float
     explanation: dict[str, Any] = field(default_factory=dict)
+    ranking: list[Pair] = field(default_factory=list)
 
     @property
     def pair(self) -> Pair:
         return (self.model, self.tool)
+
+    def ranked(self) -> list[Pair]:
+        """The pairs to try in order: the chosen one, then the rest of the ranking."""
+        return [self.pair, *(p for p in self.ranking if p != self.pair)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +70,9 @@ class Router(ABC):
     needs_text: ClassVar[bool] = False
     #: fit() embeds queries with the given encoder
     uses_encoder: ClassVar[bool] = True
+    #: the router estimates each pair's accuracy per query, so it can route at an operating point such
+    #: as "cheapest pair within 2 points of the best" (``routers.operating_point.route_at``)
+    estimates_accuracy: ClassVar[bool] = False
 
     def __init__(self, alpha: float = 0.5, seed: int = 0) -> None:
         self.alpha = alpha
@@ -191,19 +204,63 @@ class Router(ABC):
         return state
 
 
+class WrappedRouter(Router):
+    """A router that routes with the fitted state of the router it wraps (``base``) plus state of its own
+    derived from it. ``fit`` fits the base (a base that is fitted already may be wrapped as it is); the
+    pairs, costs and encoder are the base's, so replay evaluation and the gateway treat it like any router.
+    Subclasses implement ``_route`` on the base's embeddings and may refresh derived state in
+    ``_refit``."""
+
+    def __init__(self, base: Router) -> None:
+        if not isinstance(base, Router):
+            raise AtlasError(f"a wrapped router wraps a Router, got {type(base).__name__}")
+        self.base = base
+
+    @property
+    def alpha(self) -> float:  # type: ignore[override]
+        return self.base.alpha
+
+    @property
+    def seed(self) -> int:  # type: ignore[override]
+        return self.base.seed
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.base.is_fitted
+
+    def fit(self, records: pd.DataFrame, encoder: Encoder | None = None) -> "WrappedRouter":
+        self.base.fit(records, encoder)
+        self._refit()
+        return self
+
+    def _fit(self, table: QueryTable) -> None:  # pragma: no cover - fit() above fits the base instead
+        raise AssertionError("a wrapped router is fitted through its base")
+
+    def _refit(self) -> None:
+        """Derived state to rebuild after the base was (re)fitted."""
+
+    def embed(self, queries: Queries) -> np.ndarray:
+        return self.base.embed(queries)
+
+    def encoder(self) -> Encoder:
+        return self.base.encoder()
+
+    def set_encoder(self, encoder: Encoder) -> "WrappedRouter":
+        self.base.set_encoder(encoder)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        """Fitted attributes (``pairs_``, ``pair_cost_``, ``encoder_name_``, ...) are the base's."""
+        if name.endswith("_") and not name.startswith("_") and "base" in self.__dict__:
+            return getattr(self.__dict__["base"], name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+
 def route_inputs(queries: "Queries | str", alpha: float | None, default_alpha: float) -> tuple["Queries", float]:
     """The checked cost weight (``default_alpha`` when none is given) and the queries as a batch (one text
-    becomes a batch of one): what every ``route`` starts with, wrappers included."""
+    becomes a batch of one): what every ``route`` starts with."""
     return ([queries] if isinstance(queries, str) else queries), check_alpha(default_alpha if alpha is None
                                                                                  else alpha)
-
-
-def wrapped_inputs(base: "Router", queries: "Queries | str", alpha: float | None, default_alpha: float
-                   ) -> tuple[np.ndarray | None, float]:
-    """For a router that wraps a fitted ``base``: the batch embedded by the base's encoder (None when empty)
-    and the checked cost weight."""
-    queries, a = route_inputs(queries, alpha, default_alpha)
-    return (base.embed(queries) if len(queries) else None), a
 
 
 def _plain(v: Any) -> Any:

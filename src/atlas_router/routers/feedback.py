@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from atlas_router.errors import AtlasError
-from atlas_router.routers.base import Decision, Queries, wrapped_inputs
+from atlas_router.routers.base import Decision, Queries, Router, WrappedRouter
 from atlas_router.routers.persist import load_router
 from atlas_router.routers.encoders import Encoder
 from atlas_router.routers.table import Pair, pair_label
@@ -215,28 +215,35 @@ class FeedbackStore:
         return out
 
 
-class OnlineClusterRouter:
-    """A fitted ClusterRouter plus feedback counts and new pairs (see the module docs). Thread-safe."""
+class OnlineClusterRouter(WrappedRouter):
+    """A ClusterRouter plus feedback counts and new pairs (see the module docs). Thread-safe. Wrap a fitted
+    router as it is (``open`` loads one with its feedback file), or an unfitted one and ``fit`` it; a refit
+    starts a fresh in-memory store (feedback counted in the old clusters means nothing in the new ones)."""
 
     name = "atlas-cluster-online"
 
-    def __init__(self, base: Any, store: FeedbackStore | None = None, probe_budget: int = 5,
+    def __init__(self, base: Router, store: FeedbackStore | None = None, probe_budget: int = 5,
                  prior_strength: float | None = None) -> None:
-        fp = router_fingerprint(base)
-        if store is None:
-            store = FeedbackStore(None, fp)
-        elif store.fingerprint != fp:
-            raise AtlasError(f"{store.path}: feedback store belongs to another fit of the router")
+        super().__init__(base)
         if int(probe_budget) < 0:
             raise AtlasError(f"probe budget must be >= 0, got {probe_budget}")
-        self.base = base
         self.store = store
         self.probe_budget = int(probe_budget)
-        m = float(_shrinkage(base, 10.0)) if prior_strength is None else float(prior_strength)
-        self.prior_strength = max(m, 1.0)
-        self.alpha = base.alpha
+        self.prior_strength = prior_strength
         self._probe_lock = threading.Lock()
-        clash = [a for a in store.added if (a["model"], a["tool"]) in set(base.pairs_)]
+        if base.is_fitted:
+            self._refit()
+
+    def _refit(self) -> None:
+        base = self.base
+        fp = router_fingerprint(base)
+        if self.store is None or (self.store.path is None and self.store.fingerprint != fp):
+            self.store = FeedbackStore(None, fp)
+        elif self.store.fingerprint != fp:
+            raise AtlasError(f"{self.store.path}: feedback store belongs to another fit of the router")
+        m = float(_shrinkage(base, 10.0)) if self.prior_strength is None else float(self.prior_strength)
+        self.prior_strength_ = max(m, 1.0)
+        clash = [a for a in self.store.added if (a["model"], a["tool"]) in set(base.pairs_)]
         if clash:
             raise AtlasError(f"added pair {clash[0]['model']}+{clash[0]['tool']} is already one of the router's pairs")
 
@@ -251,18 +258,9 @@ class OnlineClusterRouter:
     def pairs_(self) -> list[Pair]:
         return list(self.base.pairs_) + [(a["model"], a["tool"]) for a in self.store.added]
 
-    # what replay evaluation (eval.replay) reads of a router
-    uses_encoder = True
-    needs_text = False
-    is_fitted = True
-
     @property
     def pair_cost_(self) -> np.ndarray:
         return np.concatenate([np.asarray(self.base.pair_cost_, float), [a["cost"] for a in self.store.added]])
-
-    @property
-    def encoder_name_(self) -> str | None:
-        return getattr(self.base, "encoder_name_", None)
 
     def add_pair(self, model: str, tool: str = "none", cost: float = 0.0, prior_accuracy: float | None = None) -> None:
         """Make a pair without records routable: prior accuracy, mean cost, and probes in every cluster."""
@@ -332,7 +330,7 @@ class OnlineClusterRouter:
         added = self.store.added
         p0 = np.array([a["prior_accuracy"] for a in added], dtype=float)
         c0 = np.array([a["cost"] for a in added], dtype=float)
-        w_prior = np.hstack([n_b + m, np.full((len(rows), len(added)), self.prior_strength)])
+        w_prior = np.hstack([n_b + m, np.full((len(rows), len(added)), self.prior_strength_)])
         acc_prior = np.hstack([acc_b, np.broadcast_to(p0, (len(rows), len(added)))])
         cost_prior = np.hstack([cost_b, np.broadcast_to(c0, (len(rows), len(added)))])
         fb = self.store.arrays(self.pairs_)[rows]  # (N, P, 4)
@@ -344,13 +342,10 @@ class OnlineClusterRouter:
                 "n_prior": np.hstack([n_b, np.zeros((len(rows), len(added)))]),
                 "n_feedback": n_f, "base_accuracy": acc_b, "base_cost": cost_b}
 
-    def route(self, queries: Queries | str, alpha: float | None = None) -> list[Decision]:
+    def _route(self, queries: Queries, a: float) -> list[Decision]:
         """One Decision per query, from base statistics plus feedback; new pairs are probed first."""
         base = self.base
-        emb, a = wrapped_inputs(base, queries, alpha, self.alpha)
-        if emb is None:
-            return []
-        t = self.stats(emb, a)
+        t = self.stats(base.embed(queries), a)
         available = np.concatenate([np.asarray(getattr(base, "available_", np.ones(len(base.pairs_), bool)), bool),
                                     np.ones(len(self.store.added), dtype=bool)])
         u = utility(t["accuracy"], t["cost"], a, base.cost_scale_)
@@ -393,7 +388,7 @@ class OnlineClusterRouter:
                          "changed_choice": probe is None and pairs[base_j] != pairs[j]},
             "base_choice": pair_label(pairs[base_j]), "top": top,
         }
-        return Decision(model, tool, float(u[j]), explanation)
+        return Decision(model, tool, float(u[j]), explanation, [pairs[p] for p in order if np.isfinite(u[p])])
 
 
 def _shrinkage(base: Any, default: float) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from atlas_router.errors import AtlasError
-from atlas_router.routers.base import Decision, Queries, wrapped_inputs
+from atlas_router.routers.base import Decision, Queries, Router, WrappedRouter
 from atlas_router.routers.table import pair_label
 from atlas_router.routers.utility import best_pairs, check_alpha, utility
 
@@ -182,61 +182,52 @@ def lcb_utility(router: Any, alpha: float, confidence: float = 0.95, method: str
     return cluster_utility(router, cell_intervals(router, confidence).lower(method), alpha)
 
 
-class LCBRouter:
-    """A fitted ClusterRouter whose choice per cluster maximises utility under the accuracy LCB."""
+class LCBRouter(WrappedRouter):
+    """A ClusterRouter whose choice per cluster maximises utility under the accuracy LCB. Wrap a fitted
+    router as it is, or an unfitted one and ``fit`` it; the intervals follow the base's fit."""
 
     name = "atlas-cluster-lcb"
 
-    def __init__(self, base: Any, confidence: float = 0.95, method: str = "beta", thin: int = DEFAULT_THIN) -> None:
-        _check_router(base)
-        self.base = base
+    def __init__(self, base: Router, confidence: float = 0.95, method: str = "beta", thin: int = DEFAULT_THIN) -> None:
+        super().__init__(base)
         self.confidence = _check_confidence(confidence)
         if method not in ("beta", "wilson"):
             raise AtlasError(f"lower bound method must be 'beta' or 'wilson', got {method!r}")
         self.method = method
         self.thin = int(thin)
-        self.alpha = base.alpha
-        self._iv = cell_intervals(base, confidence, thin)
+        if base.is_fitted:
+            self._refit()
 
-    # what replay evaluation (eval.replay) reads of a router
-    uses_encoder = True
-    needs_text = False
-    is_fitted = True
+    def _refit(self) -> None:
+        self._iv = cell_intervals(self.base, self.confidence, self.thin)
+        self._iv_of = self.base.data_hash_
 
-    @property
-    def pairs_(self) -> list[tuple[str, str]]:
-        return self.base.pairs_
+    def intervals(self) -> CellIntervals:
+        """The cells' intervals of the base's current fit."""
+        if self.__dict__.get("_iv_of") != getattr(self.base, "data_hash_", None):
+            self._refit()
+        return self._iv
 
-    @property
-    def pair_cost_(self) -> np.ndarray:
-        return self.base.pair_cost_
-
-    @property
-    def encoder_name_(self) -> str | None:
-        return getattr(self.base, "encoder_name_", None)
-
-    def route(self, queries: Queries | str, alpha: float | None = None) -> list[Decision]:
-        base = self.base
-        emb, a = wrapped_inputs(base, queries, alpha, self.alpha)
-        if emb is None:
-            return []
-        clusters, dist = base.assign(emb)
+    def _route(self, queries: Queries, alpha: float) -> list[Decision]:
+        base, iv = self.base, self.intervals()
+        clusters, dist = base.assign(base.embed(queries))
         ood = dist > base.ood_threshold_
         k = int(base.n_clusters_)
         rows = np.where(ood & (base.ood_fallback == "pooled"), k, clusters)
-        u = lcb_utility(base, a, self.confidence, self.method)
+        u = lcb_utility(base, alpha, self.confidence, self.method)
         best = best_pairs(u, np.asarray(base.cost_, dtype=float))
-        low = self._iv.lower(self.method)
-        high = self._iv.beta_high if self.method == "beta" else self._iv.wilson_high
+        orders = np.argsort(-u, axis=1, kind="stable")[:, : max(int(getattr(base, "top", 3)), 1)]
+        low = iv.lower(self.method)
+        high = iv.beta_high if self.method == "beta" else iv.wilson_high
         out = []
         for c, d, o, r in zip(clusters, dist, ood, rows):
             j = int(best[r])
             model, tool = base.pairs_[j]
             out.append(Decision(model, tool, float(u[r, j]), {
                 "router": self.name, "cluster": int(c), "distance": round(float(d), 4), "ood": bool(o),
-                "stats": "pooled" if r == k else "cluster", "alpha": a, "confidence": self.confidence,
+                "stats": "pooled" if r == k else "cluster", "alpha": alpha, "confidence": self.confidence,
                 "bound": self.method, "accuracy_lcb": round(float(low[r, j]), 4),
                 "interval": [round(float(low[r, j]), 4), round(float(high[r, j]), 4)],
-                "n": int(self._iv.n[r, j]), "thin": bool(self._iv.thin[r, j]),
-            }))
+                "n": int(iv.n[r, j]), "thin": bool(iv.thin[r, j]),
+            }, [base.pairs_[p] for p in orders[r] if np.isfinite(u[r, p])]))
         return out
