@@ -105,9 +105,8 @@ def test_every_router_round_trips_with_its_state_and_decisions(split, encoder, c
         if name == "atlas-cluster":
             router = cluster_file[0]
         else:
-            router = make_router(name, alpha=0.3, **({"steps": 50} if name == "routerdc" else {})).fit(train, encoder)
-        if name == "oracle":
-            router.attach(test)  # its state then holds a QueryTable (a registered plain-data class)
+            router = make_router(name, alpha=0.3, **({"steps": 50} if name == "routerdc" else {})).fit(
+                test if name == "oracle" else train, encoder)  # the oracle's state holds a QueryTable
         path = save_router(router, tmp_path / f"{name}.atlas")
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()

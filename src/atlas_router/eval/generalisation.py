@@ -103,9 +103,8 @@ def compare(protocol: Protocol, routers: list[str], encoder: Encoder, seed: int 
     for name in routers:
         router = make_router(name, alpha=0.0, seed=seed, **(params or {}).get(name, {}))
         say(f"{protocol.name}: fitting {name}")
-        router.fit(protocol.train, encoder if router.uses_encoder else None)
-        if name == "oracle":
-            router.attach(protocol.test)
+        fit_on = protocol.test if name == "oracle" else protocol.train  # the upper bound: fitted on test
+        router.fit(fit_on, encoder if router.uses_encoder else None)
         decisions = router.route(route_inputs(router, replay, embedded), alpha=0.0)
         score, cost, _calls, _missing = replay.outcomes([d.pair for d in decisions])
         scores[name], costs[name] = score, cost
