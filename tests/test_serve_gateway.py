@@ -10,6 +10,8 @@ import httpx
 import openai
 import pytest
 
+from atlas_router.routers.base import Decision
+
 from support.gateway_helpers import NONE_TOOL, client, gateway, http_pool
 from support.servers import running_server
 from support.stub_upstream import create_stub_upstream
@@ -20,7 +22,7 @@ CALC = {"name": "calculator", "kind": "calculator"}
 class ClusterLikeRouter:
     """A router object with the Router interface (``route(queries, alpha)``): below alpha 0.5 it prefers
     quality (model ``strong``), above it cost (model ``cheap``); explanations carry a cluster and top pairs
-    like the cluster router's. Records the batches it was called with."""
+    like the cluster router's, and a ranking. Records the batches it was called with."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], float | None]] = []
@@ -29,11 +31,10 @@ class ClusterLikeRouter:
     def route(self, queries, alpha=None):
         with self.lock:
             self.calls.append((list(queries), alpha))
-        order = ["cheap@@none", "strong@@none"] if (alpha or 0.0) > 0.5 else ["strong@@none", "cheap@@none"]
-        best = order[0].split("@@")
-        return [{"model": best[0], "tool": best[1], "utility": 0.75,
-                 "explanation": {"cluster": 3, "distance": 0.25, "ood": False, "top_pairs": order}}
-                for _ in queries]
+        order = [("cheap", "none"), ("strong", "none")]
+        if (alpha or 0.0) <= 0.5:
+            order.reverse()
+        return [Decision(*order[0], 0.75, {"cluster": 3, "distance": 0.25, "ood": False}, order) for _ in queries]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +154,7 @@ def test_router_decision_explanation_and_cluster_come_back(routed_gw):
     atlas = r.json()["atlas"]
     assert atlas["router"] == "atlas-cluster"  # 'atlas' resolves to the loaded router
     assert atlas["pair"] == "strong@@none" and atlas["cluster"] == 3 and atlas["utility"] == 0.75
-    assert atlas["explanation"]["top_pairs"] == ["strong@@none", "cheap@@none"]
+    assert atlas["explanation"]["ranking"] == ["strong@@none", "cheap@@none"]
     assert r.headers["x-atlas-cluster"] == "3" and r.headers["x-atlas-model"] == "strong"
     assert float(r.headers["x-atlas-cost"]) == pytest.approx((20 * 10.0 + 8 * 20.0) / 1e6)
     assert r.json()["choices"][0]["message"]["content"].startswith("strong says: q")

@@ -4,7 +4,6 @@ overrides, routed-question assembly."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
@@ -15,7 +14,8 @@ from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.breaker import BreakerBoard, CircuitBreaker, State
 from atlas_router.serve.controller import GatewayError, Overrides, estimate_cost, question_of
 from atlas_router.tools.none import NoTool
-from atlas_router.serve.registry import DefaultRule, RouterRegistry, call_route, normalise, parse_pair
+from atlas_router.routers.base import Decision
+from atlas_router.serve.registry import DefaultRule, RouterRegistry, call_route, parse_pair, route_result
 
 
 class Clock:
@@ -87,40 +87,30 @@ async def test_admission_wait_times_out():
         assert adm.waiting == 0
 
 
-@dataclass
-class Decision:
-    model: str
-    tool: str
-    utility: float
-    explanation: dict
-
-
-def test_decisions_of_any_shape_normalise_to_a_ranking():
+def test_a_decision_becomes_the_gateways_ranking():
     import numpy as np
 
-    r = normalise(Decision("m1", "none", np.float32(0.5),
-                           {"cluster": np.int64(4), "distance": np.float64(0.1), "ood": np.bool_(True),
-                            "top_pairs": [("m2", "calc"), {"model": "m1", "tool": "none"}, "m3@@none", "bad"]}))
-    assert r.ranking == [("m1", "none"), ("m2", "calc"), ("m3", "none")]
+    r = route_result(Decision("m1", "none", np.float32(0.5),
+                              {"cluster": np.int64(4), "distance": np.float64(0.1), "ood": np.bool_(True)},
+                              [("m2", "calc"), ("m1", "none"), ("m3", "none")]))
+    assert r.ranking == [("m1", "none"), ("m2", "calc"), ("m3", "none")]  # the chosen pair first, once
     assert r.utility == 0.5 and r.explanation["cluster"] == 4 and r.explanation["ood"] is True
-    assert normalise({"model": "x", "tool": "y", "explanation": "plain words"}).explanation == {"text": "plain words"}
+    assert route_result(Decision("x", "y", float("nan"))).utility is None
+    with pytest.raises(TypeError, match="not a Decision"):
+        route_result({"model": "x", "tool": "y"})
 
 
-def test_call_route_passes_alpha_only_to_routers_that_take_it():
-    class WithAlpha:
+def test_call_route_routes_at_the_requests_alpha():
+    class Router:
         def route(self, queries, alpha=None):
-            return [{"model": "m", "tool": str(alpha), "explanation": {}} for _ in queries]
-
-    class WithoutAlpha:
-        def route(self, queries):
-            return [{"model": "m", "tool": "t"} for _ in queries]
+            return [Decision("m", str(alpha), 0.0) for _ in queries]
 
     class Broken:
-        def route(self, queries):
+        def route(self, queries, alpha=None):
             return []
 
-    assert call_route(WithAlpha(), ["q"], 0.3)[0].ranking == [("m", "0.3")]
-    assert call_route(WithoutAlpha(), ["q", "r"], 0.3)[1].ranking == [("m", "t")]
+    assert call_route(Router(), ["q"], 0.3)[0].ranking == [("m", "0.3")]
+    assert call_route(Router(), ["q", "r"], None)[1].ranking == [("m", "None")]
     with pytest.raises(RuntimeError, match="0 decisions for 1 queries"):
         call_route(Broken(), ["q"], None)
 
@@ -130,7 +120,7 @@ def test_registry_resolves_atlas_to_the_best_loaded_router():
                              "tools": [{"name": "calc", "kind": "calculator"}]})
     reg = RouterRegistry(DefaultRule(lambda: cfg))
     name, rule = reg.resolve("atlas")
-    assert name == "default-rule" and rule.route(["q"])[0]["tool"] == "calc"  # no 'none' tool: the first tool
+    assert name == "default-rule" and rule.route(["q"])[0].tool == "calc"  # no 'none' tool: the first tool
     cluster, rl = DefaultRule(lambda: cfg), DefaultRule(lambda: cfg)
     reg.register("atlas-rl", rl)
     reg.register("atlas-cluster", cluster)
@@ -202,10 +192,10 @@ async def test_batcher_answers_its_queue_before_closing():
             self.batches = []
             self.gate = threading.Event()
 
-        def route(self, queries):
+        def route(self, queries, alpha=None):
             self.gate.wait(5)
             self.batches.append(list(queries))
-            return [{"model": "m", "tool": q} for q in queries]
+            return [Decision("m", q, 0.0) for q in queries]
 
     router = SlowRouter()
     b = Batcher(router)

@@ -103,6 +103,7 @@ class ClusterRouter(Router):
     """Route each query to the pair of best predicted utility; see the module docs."""
 
     name = "atlas-cluster"
+    estimates_accuracy = True
 
     def __init__(
         self,
@@ -532,7 +533,7 @@ class ClusterRouter(Router):
             if posts is not None:
                 post = posts[i]
                 explanation["benchmark"] = {self.tasks_[b]: round(post[b], 3) for b in best3s[i] if post[b] >= 0.01}
-            out.append(Decision(model, tool, u_i[j], explanation))
+            out.append(Decision(model, tool, u_i[j], explanation, [pairs[p] for p in orders[i] if u_i[p] > -np.inf]))
         return out
 
     def settings(self) -> dict[str, Any]:

@@ -106,7 +106,9 @@ def route_at(router: Router, queries: Any, point: OperatingPoint) -> list[Decisi
         acc = np.asarray(router.predict_accuracy(queries), dtype=float)
         cost = np.asarray(router.pair_cost_, dtype=float)
         choice = cheapest_within(acc, cost, tol)
-        decisions = [Decision(*router.pairs_[int(j)], float(acc[i, j]), {"router": router.name})
+        orders = np.argsort(-np.nan_to_num(acc, nan=-np.inf), axis=1, kind="stable")[:, :3]
+        decisions = [Decision(*router.pairs_[int(j)], float(acc[i, j]), {"router": router.name},
+                              [router.pairs_[int(p)] for p in orders[i]])
                      for i, j in enumerate(choice)]
     else:
         raise AtlasError(f"router '{router.name}' gives no per-pair accuracy; use a cost weight (a=...)")

@@ -35,6 +35,7 @@ from atlas_router.serve.breaker import BreakerBoard
 from atlas_router.serve.latency import LatencyBook, within_budget
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import ChatRequest
+from atlas_router.serve.policy import PolicyPath
 from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, close_routers, format_pair, parse_pair
 from atlas_router.serve.settings import GatewaySettings
 
@@ -393,8 +394,8 @@ class Controller:
             raise GatewayError(404, f"router '{req.model}' is not loaded in this gateway; loaded: "
                                f"{', '.join(self.routers.names())}", code="model_not_found")
         router_name, router = resolved
-        policy = getattr(router, "policy", None)  # atlas-rl and atlas-hybrid: a policy may answer first
-        ranker = router if policy is None else (getattr(router, "ranker", None) or self.routers.default)
+        policy = router.policy if isinstance(router, PolicyPath) else None  # atlas-rl, atlas-hybrid: may answer first
+        ranker = router if policy is None else (router.ranker or self.routers.default)
         batcher = self.routers.batcher(ranker)
         start = time.perf_counter()
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
+from atlas_router.rl.hybrid import choose_path
+from atlas_router.routers.base import Decision, Router
 
 POLICY_META = "atlas_policy.json"
 
@@ -100,12 +101,25 @@ def check_policy_dir(policy_dir: str | Path) -> Path:
     return path
 
 
-class PolicyRouter:
+class PolicyPath:
+    """A gateway router that may answer a query with its policy instead of a pair: ``rl_reason`` says for
+    which queries (given the ranker's decision), ``ranker`` ranks the pairs the gateway falls back along
+    (None: the default rule)."""
+
+    name: str = ""
+    ranker: Any = None
+    policy: "PolicyRouter"
+
+    def rl_reason(self, routed: Any) -> str | None:
+        """Why this query (its RouteResult) should go to the policy; None keeps it on the pair path."""
+        raise NotImplementedError
+
+
+class PolicyRouter(PolicyPath):
     """``atlas-rl``: every query goes to the policy. ``ranker`` is None: when the policy gives no answer
     the gateway falls back to its default pair ranking."""
 
     name = "atlas-rl"
-    ranker: Any = None
 
     def __init__(self, policy_dir: str | Path) -> None:
         self.policy_dir = check_policy_dir(policy_dir)
@@ -128,35 +142,25 @@ class PolicyRouter:
         self.worker.close()
 
 
-class HybridPathRouter:
+class HybridPathRouter(PolicyPath):
     """``atlas-hybrid``: the cluster router ranks the pairs; queries its statistics do not cover go to
     the policy first (the rule is ``atlas_router.rl.hybrid.choose_path``)."""
 
     name = "atlas-hybrid"
 
-    def __init__(self, cluster_router: Any, policy: PolicyRouter, min_support: int = 5) -> None:
-        try:
-            from atlas_router.rl.hybrid import choose_path
-        except ImportError as err:
-            raise AtlasError(f"atlas-hybrid needs atlas_router.rl.hybrid ({err})") from None
-        self._choose_path = choose_path
+    def __init__(self, cluster_router: Router, policy: PolicyRouter, min_support: int = 5) -> None:
         self.ranker = cluster_router
         self.policy = policy
         self.min_support = min_support
 
-    def route(self, queries: Sequence[str], alpha: float | None = None) -> list[Any]:
-        return self.ranker.route(queries, alpha=alpha)
-
     def rl_reason(self, routed: Any) -> str | None:
         """Why the cluster router's decision (a RouteResult) should go to the policy, or None for the
         cluster path."""
-        from atlas_router.routers.base import Decision
-
         if not routed.ranking:
             return "the cluster router gave no decision"
         model, tool = routed.ranking[0]
         decision = Decision(model, tool, routed.utility or 0.0, routed.explanation)
-        choice = self._choose_path(decision, self.min_support)
+        choice = choose_path(decision, self.min_support)
         return choice.reason if choice.path == "rl" else None
 
     def warm(self) -> None:

@@ -1,7 +1,9 @@
 """Routers by name, as the gateway's ``model`` field names them, and the glue that calls them.
 
-A router is any object with ``route(queries) -> list[Decision]`` (``atlas_router.routers.base``): a
-decision names a (model, tool) pair, a utility and an ``explanation``. The registry resolves ``atlas`` to
+Pairs are ranked by a fitted ``Router`` (``atlas_router.routers.base``) or, with none loaded, by
+``DefaultRule``: ``route(queries, alpha)`` returns one ``Decision`` per query, whose ``ranked()`` pairs are
+the order the gateway tries them in. Policy routers (``serve.policy``) may answer a query themselves and
+rank with a Router (or the default rule) otherwise. The registry resolves ``atlas`` to
 the best router loaded (hybrid, then cluster, then rl), or, with none loaded, to ``DefaultRule``. Calls are
 micro-batched: while a router works on one batch, the queries that arrive queue up and go in the next
 ``route`` call, in a worker thread, so routing never blocks the event loop.
@@ -10,12 +12,14 @@ micro-batched: while a router works on one batch, the queries that arrive queue 
 from __future__ import annotations
 
 import asyncio
-import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from atlas_router.config import PoolConfig
+from atlas_router.routers.base import Decision, Router
+from atlas_router.serve.policy import PolicyPath
 
 PAIR_SEP = "@@"
 ROUTER_NAMES = ("atlas", "atlas-cluster", "atlas-rl", "atlas-hybrid")
@@ -48,42 +52,23 @@ class RouteResult:
 
 class DefaultRule:
     """The router used when none is loaded: the first model of the pool with the ``none`` tool (or the
-    first tool when the pool has no ``none``). It says so in its explanation."""
+    first tool when the pool has no ``none``). It says so in its explanation, and ignores ``alpha``."""
 
     name = "default-rule"
 
     def __init__(self, config: Callable[[], PoolConfig]) -> None:
         self._config = config
 
-    def route(self, queries: Sequence[str]) -> list[dict[str, Any]]:
+    def route(self, queries: Sequence[str], alpha: float | None = None) -> list[Decision]:
         cfg = self._config()
         tools = [t.name for t in cfg.tools]
         tool = "none" if "none" in tools else tools[0]
         model = cfg.models[0].name
         why = {"rule": "no router loaded: first model of the pool with tool 'none'"}
-        return [{"model": model, "tool": tool, "utility": None, "explanation": why} for _ in queries]
+        return [Decision(model, tool, float("nan"), dict(why)) for _ in queries]
 
 
-def _field(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _as_pair(item: Any) -> Pair | None:
-    """A pair from the shapes routers use in explanations: "m@@t", (m, t), {"model":, "tool":}."""
-    try:
-        if isinstance(item, str):
-            return parse_pair(item)
-        if isinstance(item, (list, tuple)) and len(item) >= 2 and all(isinstance(x, str) for x in item[:2]):
-            return item[0], item[1]
-        model, tool = _field(item, "model"), _field(item, "tool")
-        if isinstance(model, str) and isinstance(tool, str):
-            return model, tool
-        pair = _field(item, "pair")
-        return _as_pair(pair) if pair is not None else None
-    except ValueError:
-        return None
+GatewayRouter = Router | DefaultRule  # what ranks pairs for a request; policy routers rank with one of these
 
 
 def _jsonable(value: Any) -> Any:
@@ -101,53 +86,32 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def normalise(decision: Any) -> RouteResult:
-    """A Decision (object or dict) as a RouteResult; top pairs of the explanation extend the ranking."""
-    ranking: list[Pair] = []
-    first = _as_pair(decision)
-    if first:
-        ranking.append(first)
-    explanation = _field(decision, "explanation") or {}
-    if not isinstance(explanation, dict):
-        explanation = {"text": str(explanation)}
-    for key in ("top_pairs", "top", "ranking"):
-        for item in explanation.get(key) or []:
-            pair = _as_pair(item)
-            if pair and pair not in ranking:
-                ranking.append(pair)
-    utility = _field(decision, "utility")
-    try:
-        utility = float(utility) if utility is not None else None
-    except (TypeError, ValueError):
-        utility = None
-    return RouteResult(ranking, utility, _jsonable(explanation))
+def route_result(decision: Decision) -> RouteResult:
+    """A router's Decision as the gateway uses it: the ranking to try (also shown in the explanation), the
+    utility (None when not a number), the explanation as JSON values."""
+    if not isinstance(decision, Decision):
+        raise TypeError(f"a router returned {type(decision).__name__}, not a Decision")
+    utility = float(decision.utility)
+    ranking = decision.ranked()
+    explanation = {**_jsonable(decision.explanation), "ranking": [format_pair(p) for p in ranking]}
+    return RouteResult(ranking, utility if math.isfinite(utility) else None, explanation)
 
 
-def _accepts_alpha(router: Any) -> bool:
-    try:
-        params = inspect.signature(router.route).parameters
-    except (TypeError, ValueError):
-        return False
-    return "alpha" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def call_route(router: Any, queries: list[str], alpha: float | None) -> list[RouteResult]:
+def call_route(router: GatewayRouter, queries: list[str], alpha: float | None) -> list[RouteResult]:
     """Route a batch at the request's ``alpha``, or else at the default operating point ("cheapest pair
     within 2 accuracy points of the best"), exactly as ``atlas ask`` does, for routers that estimate
-    per-pair accuracy; other routers get ``alpha`` as a keyword when they take one."""
+    per-pair accuracy; other routers route at ``alpha`` (their own when None)."""
     from atlas_router.routers.operating_point import OperatingPoint, route_at
 
-    if hasattr(router, "query_tables") or hasattr(router, "predict_accuracy"):
+    if getattr(router, "estimates_accuracy", False):
         point = OperatingPoint() if alpha is None else OperatingPoint(tolerance=None, alpha=alpha)
         decisions = route_at(router, queries, point)
-    elif alpha is not None and _accepts_alpha(router):
-        decisions = router.route(queries, alpha=alpha)
     else:
-        decisions = router.route(queries)
+        decisions = router.route(queries, alpha=alpha)
     decisions = list(decisions)
     if len(decisions) != len(queries):
         raise RuntimeError(f"router returned {len(decisions)} decisions for {len(queries)} queries")
-    return [normalise(d) for d in decisions]
+    return [route_result(d) for d in decisions]
 
 
 _CLOSE = object()  # queued by Batcher.close: the worker ends after the requests before it
@@ -159,7 +123,7 @@ class Batcher:
     def __init__(self, router: Any, inline: bool = False) -> None:
         self.router = router
         self.inline = inline
-        self.alpha_supported = _accepts_alpha(router)
+        self.alpha_supported = not isinstance(router, DefaultRule)
         self._queue: asyncio.Queue[tuple[str, float | None, asyncio.Future[RouteResult]]] | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -215,7 +179,7 @@ class RouterRegistry:
     def register(self, name: str, router: Any, loader: Callable[[], Any] | None = None) -> None:
         if name not in ROUTER_NAMES:
             raise ValueError(f"router name must be one of {', '.join(ROUTER_NAMES)}, not {name!r}")
-        if not callable(getattr(router, "route", None)) and getattr(router, "policy", None) is None:
+        if not callable(getattr(router, "route", None)) and not isinstance(router, PolicyPath):
             raise TypeError(f"router {name!r} has no route() method and no policy")
         self._routers[name] = router
         if loader is not None:

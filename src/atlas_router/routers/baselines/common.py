@@ -18,6 +18,8 @@ class ScoreRouter(Router):
     before the call); ties go to the cheaper pair.
     """
 
+    estimates_accuracy = True
+
     top: int = 3
 
     @abstractmethod
@@ -43,7 +45,7 @@ class ScoreRouter(Router):
                 for t in order[i]
             ]
             expl: dict[str, Any] = {"router": self.name, "alpha": alpha, "top": top, **self.explain_extra(i)}
-            out.append(Decision(model, tool, float(u[i, j]), expl))
+            out.append(Decision(model, tool, float(u[i, j]), expl, [self.pairs_[t] for t in order[i]]))
         return out
 
     def explain_extra(self, i: int) -> dict[str, Any]:
