@@ -75,29 +75,23 @@ def test_ask_routes_live_with_the_trained_policy(preset_run, tmp_path):
     assert ("answer: (none)" in out) == (proc.returncode == 1)
 
 
-async def test_hybrid_router_sends_familiar_queries_to_clusters_and_the_rest_to_the_policy(preset_run, tmp_path):
-    from atlas_router.pool.pool import Pool
-    from atlas_router.rl.hybrid import HybridRouter
+def test_hybrid_rule_sends_familiar_queries_to_clusters_and_the_rest_to_the_policy():
+    """The rule the gateway's atlas-hybrid answers by (its answers on both paths: tests/test_serve_policy.py)."""
+    from atlas_router.rl.hybrid import choose_path
     from atlas_router.rl.suite import suite_records
     from atlas_router.routers.cluster import ClusterRouter
     from atlas_router.routers.encoders import build_encoder
 
-    _, run_dir, _ = preset_run
     records = suite_records()
     train = records[records["split"] == "train"]
     router = ClusterRouter(k=4, alpha=0.5, seed=0).fit(train, build_encoder("hashing:256", cache=False))
     familiar = records[records["split"] == "test"]["query"].iloc[0]
-    with running_server(create_deterministic_app(0.0)) as url, single_thread():
-        pool = Pool.load(_live_pool(tmp_path, url))
-        hybrid = HybridRouter(router, pool, run_dir / "policy", min_support=5)
-        near = await hybrid.answer(familiar)
-        far = await hybrid.answer("Quelle est la couleur du ciel au crépuscule en hiver ?")
-        thin = HybridRouter(router, pool, run_dir / "policy", min_support=10**6).decide(familiar)[1]
-        await pool.aclose()
-    assert near.path == "cluster" and "in distribution" in near.reason and near.detail["model"] in ("small-lm", "large-lm")
-    assert near.decision["explanation"]["ood"] is False
-    assert far.path == "rl" and "out of distribution" in far.reason and far.decision["explanation"]["ood"] is True
-    assert "transcript" in far.detail and far.detail["routes"] is not None
+    near, far = router.route([familiar, "Quelle est la couleur du ciel au crépuscule en hiver ?"])
+    assert near.explanation["ood"] is False and far.explanation["ood"] is True
+    near_path, far_path = choose_path(near, 5), choose_path(far, 5)
+    assert near_path.path == "cluster" and "in distribution" in near_path.reason and near_path.support >= 5
+    assert far_path.path == "rl" and "out of distribution" in far_path.reason
+    thin = choose_path(near, 10**6)
     assert thin.path == "rl" and "poorly supported" in thin.reason
 
 
