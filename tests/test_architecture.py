@@ -95,23 +95,36 @@ def test_the_library_never_imports_the_cli():
 
 
 def test_ask_and_the_gateway_make_the_same_decision():
-    """The same shipped router, the same default operating point, the same pair (no model runs)."""
-    from atlas_router.cli.ask import _route
-    from atlas_router.pool.pool import Pool
+    """The same shipped router, the same default operating point, the same pair: ``atlas ask --json``
+    (which answers through the gateway's Controller in-process) ranks as the gateway's ``call_route``."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from atlas_router.cli import app
     from atlas_router.routers.persist import load_router
     from atlas_router.routers.embedded import default_router_path
-    from atlas_router.serve.registry import call_route
+    from atlas_router.serve.registry import call_route, format_pair
 
-    pool = Pool.load(None)
     router = load_router(default_router_path())
     questions = ["What is 7321 * 58?", "What is the capital of Kenya?", "How many legs does an insect have?",
                  "Reverse the string 'pencil'.", "How many minutes are in 3 hours and 20 minutes?"]
     gateway = call_route(router, questions, None)
+    runner = CliRunner()
+
+    def asked(*args: str) -> dict:
+        result = runner.invoke(app, ["ask", "--json", *args])
+        assert result.exit_code in (0, 1), result.output
+        return json.loads(result.stdout)
+
     for q, g in zip(questions, gateway):
-        model, tool, _ = _route(q, None, pool, None, None)
-        assert g.ranking[0] == (model, tool), q
+        out = asked(q)
+        assert out["routing"]["ranking"][0] == format_pair(g.ranking[0]), q
+        assert out["routing"]["ranking"] == [format_pair(p) for p in g.ranking], q
+        assert out["attempts"][0]["model"] == g.ranking[0][0] and out["attempts"][0]["tool"] == g.ranking[0][1]
     # and with a cost weight given by the request
-    assert call_route(router, questions, 0.3)[0].ranking[0] == _route(questions[0], None, pool, None, 0.3)[:2]
+    assert asked("--alpha", "0.3", questions[0])["routing"]["ranking"][0] == \
+        format_pair(call_route(router, questions, 0.3)[0].ranking[0])
     assert {g.ranking[0][1] for g in gateway} >= {"calculator", "web-search"}  # routing, not one pair
 
 

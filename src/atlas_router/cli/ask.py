@@ -1,9 +1,12 @@
 """``atlas ask``: answer one question, routed to a (model, tool) pair by the shipped router by default.
 
 With no pair named, the router file (default: the router shipped for the embedded pool, see
-``routers.embedded``) picks the pair at an operating point (default: the cheapest pair within 2 accuracy
-points of the best; ``--tolerance`` or ``--alpha`` change it), and that pair answers. ``--model`` /
-``--tool`` name the pair yourself; ``--policy DIR`` lets a trained multi-step policy route.
+``routers.embedded``) ranks the pairs at an operating point (default: the cheapest pair within 2 accuracy
+points of the best; ``--tolerance`` or ``--alpha`` change it) and the gateway's answer path runs them
+(``serve.answering``: the Controller in-process): the first-ranked pair answers, or, when it fails, the
+next of the ranking (at most 3 pairs, breakers as in the gateway). ``--records DIR`` writes the answer as
+the gateway's record sink does. ``--model`` / ``--tool`` name the pair yourself (exactly that pair runs);
+``--policy DIR`` lets a trained multi-step policy route.
 (``--router rl|file|pair``, the old mode option, still works with a notice: see ``cli.words``.)
 """
 
@@ -16,32 +19,26 @@ import typer
 from atlas_router.cli.common import load_pool, print_json, run_async
 from atlas_router.errors import AtlasError
 from atlas_router.core.images import load_images
-from atlas_router.execution.runner import run_pair
 from atlas_router.execution.validate import read_question, validate_question
 from atlas_router.tools.multimodal.describe import routing_text
 
 
-def _route(question: str, router_file: Optional[str], pool: Any, tolerance: Optional[float],
-           alpha: Optional[float]) -> tuple[str, str, dict[str, Any]]:
-    """The pair the router file chooses for ``question``, checked against the pool, and why."""
-    from atlas_router.routers.persist import load_router
+def _router(router_file: Optional[str], pool: Any, tolerance: Optional[float], alpha: Optional[float]) -> Any:
+    """The router file (default: the one shipped for the embedded pool), checked against the pool and the
+    operating point asked for."""
     from atlas_router.routers.embedded import default_router_path
-    from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
+    from atlas_router.routers.persist import load_router
 
     if tolerance is not None and alpha is not None:
         raise AtlasError("give --tolerance or --alpha, not both")
     router = load_router(router_file or default_router_path())
-    point = OperatingPoint(tolerance=None, alpha=alpha) if alpha is not None else OperatingPoint(
-        tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    pairs = list(getattr(router, "pairs_", []) or [])
     known = set(pool.pairs())
-    missing = [p for p in router.pairs_ if p not in known]
-    if missing and len(missing) == len(router.pairs_):
+    if pairs and not any(p in known for p in pairs):
         raise AtlasError("the router's pairs are not in this pool; pass --router-file for this pool, or --model/--tool")
-    decision = route_at(router, [question], point)[0]
-    if decision.pair not in known:
-        raise AtlasError(f"the router chose {decision.model}@@{decision.tool}, which this pool lacks; "
-                         "pass --model/--tool")
-    return decision.model, decision.tool, decision.explanation
+    if tolerance is not None and not getattr(router, "estimates_accuracy", False):
+        raise AtlasError(f"router '{router.name}' gives no per-pair accuracy; use a cost weight (--alpha)")
+    return router
 
 
 def ask(
@@ -49,8 +46,8 @@ def ask(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Pool model name (naming a pair skips routing)."),
     tool: Optional[str] = typer.Option(None, "--tool", "-t", help="Pool tool name (naming a pair skips routing)."),
     pool: Optional[str] = typer.Option(None, "--pool", help="Pool YAML (default: the embedded pool)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the whole record as JSON."),
-    explain: bool = typer.Option(False, "--explain", help="Say which pair the router chose and why."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole record as JSON (with routing and attempts)."),
+    explain: bool = typer.Option(False, "--explain", help="Say which pair the router chose and why, and any fallback."),
     router_file: Optional[str] = typer.Option(None, "--router-file",
                                               help="Router file (default: the one shipped for the embedded pool)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0.0, max=1.0,
@@ -63,8 +60,17 @@ def ask(
     router: Optional[str] = typer.Option(None, "--router", hidden=True,
                                          help="Old mode option (rl: use --policy DIR; file: the default)."),
     image: Optional[List[str]] = typer.Option(None, "--image", "-i", help="An image for the question (path or URL); repeatable."),
+    records: Optional[str] = typer.Option(None, "--records", help="Record store directory: write the answer there "
+                                          "as the gateway does (atlas fit --records DIR learns from it once graded)."),
+    record_prompts: str = typer.Option("full", "--record-prompts", help="What --records keeps of the question: "
+                                       "full (the text; needed to refit), hashed or off."),
 ) -> None:
-    """Answer QUESTION with the pair the shipped router picks, or with the pair you name (--model/--tool)."""
+    """Answer QUESTION with the pair the shipped router picks, or with the pair you name (--model/--tool).
+
+    The gateway's answer path, in-process: route, then the router's ranking with fallback (up to 3 pairs,
+    failing models' circuits skipped); --json lists every pair tried under "attempts"."""
+    from atlas_router.serve import answering
+
     mode = _mode(router, policy, model, tool, router_file)
     question = validate_question(read_question(question))
     images = load_images(image or [])  # checked before any work: hostile or broken images fail here
@@ -73,33 +79,26 @@ def ask(
 
         raise typer.Exit(_ask_with_policy(pool, policy, question, as_json))
     the_pool = load_pool(pool)
-    why: dict[str, Any] | None = None
+    chosen_router = None
+    pair = None
     if model is None and tool is None and mode == "file":
-        routed_text = routing_text(question, images) if images else question
-        model_name, tool_name, why = _route(routed_text, router_file, the_pool, tolerance, alpha)
+        chosen_router = _router(router_file, the_pool, tolerance, alpha)
     else:
-        model_name = model or the_pool.config.models[0].name
-        tool_name = tool or "none"
-    the_pool.model(model_name)  # unknown names and missing keys fail before any work
-    the_pool.tool(tool_name)
-    if explain and why is not None and not as_json:
-        typer.echo(_explanation(model_name, tool_name, why), err=True)
+        pair = (model or the_pool.config.models[0].name, tool or "none")
+        the_pool.model(pair[0])  # unknown names and missing keys fail before any work
+        the_pool.tool(pair[1])
 
-    async def go():
-        try:
-            return await run_pair(the_pool, model_name, tool_name, question, images=images)
-        finally:
-            await the_pool.aclose()
-
-    record = run_async(go())
+    result = run_async(answering.ask(the_pool, question, images=images, router=chosen_router, pair=pair,
+                                     alpha=alpha, tolerance=tolerance, records=records, prompts=record_prompts))
+    said = _explanation(result) if explain and not as_json else ""
+    if said:
+        typer.echo(said, err=True)
     if as_json:
-        payload = record.to_dict()
-        if why is not None:
-            payload["routing"] = why
-        print_json(payload)
+        print_json(result.to_dict())
     else:
+        record = result.record
         typer.echo(record.answer if not record.error else f"error: {record.error}")
-    if record.error:
+    if not result.answered:
         raise typer.Exit(1)
 
 
@@ -124,18 +123,33 @@ def _mode(router: Optional[str], policy: Optional[str], model: Optional[str], to
     return "rl" if policy else "file"
 
 
-def _explanation(model: str, tool: str, why: dict[str, Any]) -> str:
-    lines = [f"routed to {model}@@{tool} ({why.get('operating_point', '')})"]
-    if "cluster" in why:
-        lines.append(f"  cluster {why['cluster']}, distance {why.get('distance', 0):.3f}"
-                     f"{' (out of distribution)' if why.get('ood') else ''}")
-    if why.get("benchmark"):
-        lines.append("  looks like: " + ", ".join(f"{k} {v:.2f}" for k, v in why["benchmark"].items()))
-    for row in why.get("top", [])[:5]:
-        lines.append(f"  {row['model']}@@{row['tool']}: expected accuracy {row['accuracy']:.2f}, "
-                     f"cost {row['cost']:.2e}, n {row['n']}")
-    if why.get("fallback"):
-        lines.append(f"  note: {why['fallback']}")
+def _explanation(result: Any) -> str:
+    """The router's choice and why, then each pair tried when the first did not answer."""
+    why = result.routing
+    lines = []
+    if why is not None:
+        ranking = why.get("ranking") or []
+        choice = ranking[0] if ranking else f"{result.record.model}@@{result.record.tool}"
+        lines.append(f"routed to {choice} ({why.get('operating_point', '')})")
+        if why.get("router_error"):
+            lines.append(f"  the router failed ({why['router_error']}): pairs in the pool's order")
+        if "cluster" in why:
+            lines.append(f"  cluster {why['cluster']}, distance {why.get('distance', 0):.3f}"
+                         f"{' (out of distribution)' if why.get('ood') else ''}")
+        if why.get("benchmark"):
+            lines.append("  looks like: " + ", ".join(f"{k} {v:.2f}" for k, v in why["benchmark"].items()))
+        for row in why.get("top", [])[:5]:
+            lines.append(f"  {row['model']}@@{row['tool']}: expected accuracy {row['accuracy']:.2f}, "
+                         f"cost {row['cost']:.2e}, n {row['n']}")
+        if why.get("fallback"):
+            lines.append(f"  note: {why['fallback']}")
+    for a in result.attempts:
+        if a.outcome != "ok":
+            lines.append(f"  {a.model}@@{a.tool}: {a.outcome}{f' ({a.error})' if a.error else ''}; next pair")
+    if len(result.attempts) > 1 and result.answered:
+        lines.append(f"  fell back to {result.record.model}@@{result.record.tool}, which answered")
+    if not result.answered:
+        lines.append("  no pair answered")
     return "\n".join(lines)
 
 

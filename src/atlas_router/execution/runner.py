@@ -146,8 +146,8 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
                    on_text: TextSink | None = None) -> PairRecord:
     """Run ``question`` on (model, tool). Unknown names raise; every run-time failure is recorded.
 
-    ``conversation`` (chat turns ending with ``question``'s user turn) replaces the single question turn.
-    ``images`` go into the last user message: as image parts for vision models, as descriptions for
+    ``conversation`` (chat turns whose last user turn asks ``question``) replaces the single question turn.
+    ``images`` go into the last user message (its text is ``question``): as image parts for vision models, as descriptions for
     text-only ones; tools see them in ``ToolContext.images``. ``on_text`` receives the answer's text as
     the model writes it (direct and tool-loop pairs; best-of-n chooses at the end, so it gets the chosen
     text then); ``stream_pair`` wraps this for streamed replies."""
@@ -160,8 +160,9 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
     try:
         if images:
             # in a thread: fetching URLs and describing images (OCR) must not stall other pairs
-            loaded, messages[-1]["content"] = await asyncio.to_thread(user_content, question, images,
-                                                                      chat_model.spec.vision)
+            asking = last_user(messages)
+            loaded, messages[asking]["content"] = await asyncio.to_thread(user_content, question, images,
+                                                                          chat_model.spec.vision)
         if the_tool.prefetch and the_tool.mode == "loop":
             context = ToolContext(question=question, model=chat_model, messages=messages, images=loaded)
             result = await the_tool.run(question, context)
@@ -187,14 +188,15 @@ async def run_pair(pool: Pool, model: str, tool: str, question: str, *,
 
 
 async def stream_pair(pool: Pool, model: str, tool: str, question: str, *, params: SamplingParams | None = None,
-                      conversation: Sequence[dict[str, Any]] | None = None) -> AsyncIterator[Delta]:
+                      conversation: Sequence[dict[str, Any]] | None = None,
+                      images: Sequence[Any] | None = None) -> AsyncIterator[Delta]:
     """``run_pair`` as a stream: Deltas of the answer's text as the model writes it, then a last Delta whose
     completion carries the whole run's tokens and finish reason (its cost is the model's price of them).
     A run that fails raises AtlasError, before any text when it fails that early (the caller can still
     try another pair)."""
     pieces: asyncio.Queue[str | None] = asyncio.Queue()
     task = asyncio.create_task(run_pair(pool, model, tool, question, params=params, conversation=conversation,
-                                        on_text=pieces.put_nowait))
+                                        images=images, on_text=pieces.put_nowait))
     task.add_done_callback(lambda _: pieces.put_nowait(None))
     try:
         while (piece := await pieces.get()) is not None:
@@ -231,6 +233,22 @@ async def run_pairs(pool: Pool, jobs: Iterable[PairJob], *, concurrency: int = 8
 
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(job_list))))))
     return cast(list[PairRecord], results)  # every index was filled, or gather raised
+
+
+def last_user(messages: Sequence[dict[str, Any]]) -> int:
+    """Index of the last user message (the one a question's images belong to); the last message when none is."""
+    return max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
+
+
+def completion_record(model: ChatModel, tool: str, question: str, turns: list[dict[str, Any]], c: Completion,
+                      latency_s: float) -> PairRecord:
+    """The record of a direct pair answered by one model call (what ``run_pair`` would have recorded)."""
+    record = PairRecord(model=model.name, tool=tool, question=question, answer=extract_answer(c.text),
+                        response=c.text, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
+                        cost=model.cost(c.input_tokens, c.output_tokens), latency_s=latency_s, calls=1,
+                        finish_reason=c.finish_reason)
+    record.transcript = redact_images([*turns, {"role": "assistant", "content": c.text}])
+    return record
 
 
 def user_content(question: str, images: Sequence[ImageSource], vision: bool, **options: Any) -> tuple[list[ImageInput], Any]:

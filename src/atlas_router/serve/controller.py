@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from atlas_router.core.images import content_text
+from atlas_router.core.images import ImageInput, content_text, load_images
 
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
 from atlas_router.execution.record import PairRecord
-from atlas_router.execution.runner import PairFailed, pair_messages, run_pair, stream_pair, upstream_fault
+from atlas_router.execution.runner import (PairFailed, completion_record, last_user, pair_messages, run_pair,
+                                           stream_pair, upstream_fault, user_content)
 from atlas_router.models.base import ChatModel, Completion, Delta, SamplingParams
 from atlas_router.models.openai_http import UpstreamRefused
 from atlas_router.pool.pool import Pool
@@ -60,6 +61,7 @@ class Overrides:
     max_cost: float | None = None
     allowed_pairs: frozenset[Pair] | None = None
     max_latency_s: float | None = None  # drop pairs whose measured latency is over it (serve/latency.py)
+    tolerance: float | None = None  # operating point: cheapest pair within this many accuracy points (not with alpha)
 
     @classmethod
     def parse(cls, body: Any, headers: dict[str, str]) -> "Overrides":
@@ -69,7 +71,7 @@ class Overrides:
             body = {}
         if not isinstance(body, dict):
             raise GatewayError(400, "'atlas' must be an object: {alpha, max_cost, allowed_pairs}", code="bad_atlas_field")
-        unknown = set(body) - {"alpha", "max_cost", "allowed_pairs", "max_latency_s"}
+        unknown = set(body) - {"alpha", "max_cost", "allowed_pairs", "max_latency_s", "tolerance"}
         if unknown:
             raise GatewayError(400, f"unknown 'atlas' field(s): {', '.join(sorted(unknown))}", code="bad_atlas_field")
         alpha = body.get("alpha", headers.get("x-atlas-alpha"))
@@ -82,7 +84,14 @@ class Overrides:
             raise GatewayError(400, f"atlas alpha must lie in [0, 1] (0: most accurate, 1: cheapest), got {alpha_value:g}",
                                code="bad_atlas_field")
         latency = _number("max_latency_s", body.get("max_latency_s", headers.get("x-atlas-max-latency-s")))
-        return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed), latency)
+        tolerance = _number("tolerance", body.get("tolerance", headers.get("x-atlas-tolerance")))
+        if tolerance is not None and tolerance > 1:
+            raise GatewayError(400, f"atlas tolerance must lie in [0, 1] (accuracy points: 0.02 = 2 points), got "
+                               f"{tolerance:g}", code="bad_atlas_field")
+        if tolerance is not None and alpha_value is not None:
+            raise GatewayError(400, "atlas alpha and tolerance are two operating points; give one",
+                               code="bad_atlas_field")
+        return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed), latency, tolerance)
 
 
 def _number(name: str, value: Any) -> float | None:
@@ -143,6 +152,8 @@ class Answer:
     logprobs: dict[str, Any] | None = None
     alternatives: list[Completion] = field(default_factory=list)
     live: "LiveText | None" = None  # the rest of a streamed reply, still being generated
+    question: str = ""  # what the router saw: the last user message, plus its images' descriptions
+    record: PairRecord | None = None  # the answering pair's run (None for a live reply, a policy or a passthrough)
 
     def take(self, c: Completion, cost: float) -> None:
         """Adopt a finished completion's text, tokens, finish reason and extras."""
@@ -190,6 +201,8 @@ class Answer:
             out.update(utility=self.utility, cluster=self.explanation.get("cluster"), explanation=self.explanation,
                        estimated_cost=self.estimated_cost, alpha=self.overrides.alpha, alpha_applied=self.alpha_applied,
                        max_cost=self.overrides.max_cost)
+            if self.overrides.tolerance is not None:
+                out["tolerance"] = self.overrides.tolerance
         return out
 
     def headers(self) -> dict[str, str]:
@@ -225,6 +238,25 @@ def question_of(messages: list[dict[str, Any]]) -> str:
     if not question:
         raise GatewayError(400, "the last user message is empty", code="empty_question", param="messages")
     return question
+
+
+def images_of(messages: list[dict[str, Any]]) -> list[ImageInput]:
+    """The images of the last user message's ``image_url`` parts, loaded and checked as ``core.images``
+    checks what a client sends: data: URLs, http(s) URLs (other hosts than loopback only where remote
+    images are allowed), never local paths. Blocking (a URL may be fetched): call it in a worker thread."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+    content = messages[last].get("content") if last is not None else None
+    if not isinstance(content, list):
+        return []
+    urls = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            ref = part.get("image_url")
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str):
+                raise GatewayError(400, "an image_url part has no 'url' string", code="bad_image", param="messages")
+            urls.append(url)
+    return load_images(urls, allow_local=False) if urls else []
 
 
 def sampling_of(req: ChatRequest) -> SamplingParams:
@@ -389,6 +421,14 @@ class Controller:
     async def _routed(self, pool: Pool, req: ChatRequest, messages: list[dict[str, Any]], params: SamplingParams,
                       ov: Overrides) -> Answer:
         question = question_of(messages)
+        images: list[ImageInput] = []
+        routed_text = question
+        if any(isinstance(m.get("content"), list) for m in messages):
+            images = await asyncio.to_thread(images_of, messages)  # refused images fail here, before any work
+            if images:  # the router sees the question plus the images' descriptions, as atlas ask does
+                from atlas_router.tools.multimodal.describe import routing_text
+
+                routed_text = await asyncio.to_thread(routing_text, question, images)
         resolved = self.routers.resolve(req.model)
         if resolved is None:
             raise GatewayError(404, f"router '{req.model}' is not loaded in this gateway; loaded: "
@@ -399,7 +439,7 @@ class Controller:
         batcher = self.routers.batcher(ranker)
         start = time.perf_counter()
         try:
-            routed = await batcher.route(question, ov.alpha)
+            routed = await batcher.route(routed_text, ov.alpha, ov.tolerance)
         except Exception as err:  # a router failure must not take the request down: use the pool order
             self.metrics.errors.labels(kind="router_error").inc()
             routed = RouteResult([], None, {"router_error": f"{type(err).__name__}: {err}"})
@@ -409,7 +449,7 @@ class Controller:
             reason = router.rl_reason(routed) if not features and len(messages) == 1 else None
             routed.explanation = {**routed.explanation, "path": "rl" if reason else "cluster", "path_reason": reason}
             if reason:
-                answer = await self._policy_answer(pool, policy, question, req, router_name, routed, ov, start)
+                answer = await self._policy_answer(pool, policy, routed_text, req, router_name, routed, ov, start)
                 if isinstance(answer, Answer):
                     return answer
                 first.append(answer)
@@ -429,7 +469,8 @@ class Controller:
                 routed.explanation = {**routed.explanation, "stream": note}
         answer = Answer(req.model, "", "", None, router_name, 0, 0, 0.0, 0.0, explanation=routed.explanation,
                         overrides=ov, alpha_applied=batcher.alpha_supported if ov.alpha is not None else None)
-        attempts = await self._execute(pool, ranking, question, messages, params, req.stream, answer)
+        answer.question = routed_text
+        attempts = await self._execute(pool, ranking, question, messages, params, req.stream, answer, images)
         answer.attempts = first + attempts
         if not answer.model:
             self._raise_unanswered(answer.attempts)
@@ -506,7 +547,8 @@ class Controller:
         return ranking, estimates
 
     async def _execute(self, pool: Pool, ranking: list[Pair], question: str, messages: list[dict[str, Any]],
-                       params: SamplingParams, stream: bool, answer: Answer) -> list[Attempt]:
+                       params: SamplingParams, stream: bool, answer: Answer,
+                       images: list[ImageInput] | None = None) -> list[Attempt]:
         """Run pairs in ranking order until one answers (filling ``answer``): at most ``max_attempts``
         runs within the request deadline, skipping models whose circuit is open. After a model fails, its
         other pairs wait until every other model was tried. Every run ends with a breaker verdict or the
@@ -535,7 +577,7 @@ class Controller:
                 t0 = time.perf_counter()
                 limit = min(self.settings.attempt_timeout_s, remaining)
                 error, outcome, verdict = await self._attempt(pool, pair, question, messages, params, stream, limit,
-                                                              answer)
+                                                              answer, images or [])
                 latency = round(time.perf_counter() - t0, 4)
                 attempts.append(Attempt(model, tool, outcome, error, latency))
                 if outcome == "ok":
@@ -550,14 +592,23 @@ class Controller:
         return attempts
 
     async def _attempt(self, pool: Pool, pair: Pair, question: str, messages: list[dict[str, Any]],
-                       params: SamplingParams, stream: bool, limit: float,
-                       answer: Answer) -> tuple[str | None, str, str | None]:
+                       params: SamplingParams, stream: bool, limit: float, answer: Answer,
+                       images: list[ImageInput]) -> tuple[str | None, str, str | None]:
         """One pair's run: (error, outcome, breaker verdict). A direct pair is one model call on the
-        conversation (streamed when asked); other tools run through ``run_pair``."""
+        conversation (streamed when asked); other tools run through ``run_pair``. The question's checked
+        images replace its message's parts: image parts for a vision model, descriptions for a text-only one."""
         model_name, tool_name = pair
         if pool.tool(tool_name).mode == "direct":
             chat_model = pool.model(model_name)
             turns = pair_messages(pool.tool(tool_name), messages)
+            t0 = time.perf_counter()
+            if images:
+                try:
+                    _, content = await asyncio.to_thread(user_content, question, images, chat_model.spec.vision)
+                except AtlasError as err:  # describing the images failed, not the model: no verdict
+                    return f"{type(err).__name__}: {err}", "failed", None
+                asking = last_user(turns)
+                turns[asking] = {**turns[asking], "content": content}
             try:
                 c, first, rest = await self._call(chat_model, turns, params, stream, limit)
             except TimeoutError:
@@ -567,12 +618,15 @@ class Controller:
             except AtlasError as err:
                 return f"{type(err).__name__}: {err}", "failed", "failed"
             answer.adopt(chat_model, c, first, rest)
+            if c is not None:
+                answer.record = completion_record(chat_model, tool_name, question, turns, c, time.perf_counter() - t0)
             return None, "ok", "ok"
         if stream and pool.tool(tool_name).mode == "loop":  # the answer streams as it is written, after any calls
             try:
                 async with asyncio.timeout(limit):
                     c, first, rest = await open_first(stream_pair(pool, model_name, tool_name, question,
-                                                                  params=params, conversation=messages))
+                                                                  params=params, conversation=messages,
+                                                                  images=images or None))
             except TimeoutError:
                 return f"no answer within {limit:.3g}s", "timeout", "failed"
             except PairFailed as err:
@@ -583,13 +637,15 @@ class Controller:
             return None, "ok", "ok"
         try:
             async with asyncio.timeout(limit):
-                record = await run_pair(pool, model_name, tool_name, question, params=params, conversation=messages)
+                record = await run_pair(pool, model_name, tool_name, question, params=params, conversation=messages,
+                                        images=images or None)
         except TimeoutError:
             return f"no answer within {limit:.3g}s", "timeout", "failed"
         except AtlasError as err:  # the pair cannot be built (e.g. a tool's dependency is missing): no verdict
             return str(err), "failed", None
         if record.error:
             return record.error, "failed", "failed" if upstream_fault(record.error) else None
+        answer.record = record
         answer.text, answer.finish_reason = record.response, record.finish_reason or "stop"
         answer.input_tokens, answer.output_tokens, answer.cost = record.input_tokens, record.output_tokens, record.cost
         return None, "ok", "ok"

@@ -93,7 +93,7 @@ class RecordSink:
     def answered(self, response_id: str, req: Any, answer: Any, key_id: str | None = None) -> None:
         """Queue the record of one answered chat request (event-loop thread; never blocks, never raises)."""
         try:
-            question = prompt_of(req)
+            question = getattr(answer, "question", "") or prompt_of(req)  # what the router saw
             cost = float(answer.cost)
             row = {"query_id": response_id, "benchmark": BENCHMARK, "query": self.shown(question),
                    "model": answer.model, "tool": answer.tool or "none",

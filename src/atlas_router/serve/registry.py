@@ -27,6 +27,7 @@ _PREFERENCE = ("atlas-hybrid", "atlas-cluster", "atlas-rl")
 MAX_BATCH = 64
 
 Pair = tuple[str, str]
+Point = tuple[float | None, float | None]  # an operating point: (alpha, tolerance), at most one of them set
 
 
 def parse_pair(text: str) -> Pair:
@@ -97,14 +98,19 @@ def route_result(decision: Decision) -> RouteResult:
     return RouteResult(ranking, utility if math.isfinite(utility) else None, explanation)
 
 
-def call_route(router: GatewayRouter, queries: list[str], alpha: float | None) -> list[RouteResult]:
-    """Route a batch at the request's ``alpha``, or else at the default operating point ("cheapest pair
-    within 2 accuracy points of the best"), exactly as ``atlas ask`` does, for routers that estimate
-    per-pair accuracy; other routers route at ``alpha`` (their own when None)."""
-    from atlas_router.routers.operating_point import OperatingPoint, route_at
+def call_route(router: GatewayRouter, queries: list[str], alpha: float | None,
+               tolerance: float | None = None) -> list[RouteResult]:
+    """Route a batch at an operating point: the cost weight ``alpha``, else the cheapest pair within
+    ``tolerance`` accuracy points of the best (default 2 points), for routers that estimate per-pair
+    accuracy; other routers route at ``alpha`` (their own when None). ``atlas ask`` and the gateway both
+    route through here, so one question and one router give one decision."""
+    from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
 
+    if alpha is not None and tolerance is not None:
+        raise ValueError("an operating point is a tolerance or a cost weight alpha, not both")
     if getattr(router, "estimates_accuracy", False):
-        point = OperatingPoint() if alpha is None else OperatingPoint(tolerance=None, alpha=alpha)
+        point = (OperatingPoint(tolerance=None, alpha=alpha) if alpha is not None
+                 else OperatingPoint(tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance))
         decisions = route_at(router, queries, point)
     else:
         decisions = router.route(queries, alpha=alpha)
@@ -124,18 +130,19 @@ class Batcher:
         self.router = router
         self.inline = inline
         self.alpha_supported = not isinstance(router, DefaultRule)
-        self._queue: asyncio.Queue[tuple[str, float | None, asyncio.Future[RouteResult]]] | None = None
+        self._queue: asyncio.Queue[tuple[str, Point, asyncio.Future[RouteResult]]] | None = None
         self._worker: asyncio.Task[None] | None = None
 
-    async def route(self, query: str, alpha: float | None) -> RouteResult:
+    async def route(self, query: str, alpha: float | None, tolerance: float | None = None) -> RouteResult:
+        """The router's result for ``query`` at the operating point (``alpha`` or ``tolerance``)."""
         if self.inline:
-            return call_route(self.router, [query], alpha)[0]
+            return call_route(self.router, [query], alpha, tolerance)[0]
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._work())
         assert self._queue is not None
         future: asyncio.Future[RouteResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((query, alpha, future))
+        self._queue.put_nowait((query, (alpha, tolerance), future))
         return await future
 
     async def _work(self) -> None:
@@ -147,10 +154,10 @@ class Batcher:
                 batch.append(self._queue.get_nowait())
             closing = any(b is _CLOSE for b in batch)
             batch = [b for b in batch if b is not _CLOSE and not b[2].done()]  # skip callers that gave up
-            for alpha in dict.fromkeys(b[1] for b in batch):
-                group = [b for b in batch if b[1] == alpha]
+            for point in dict.fromkeys(b[1] for b in batch):  # one route call per operating point
+                group = [b for b in batch if b[1] == point]
                 try:
-                    results = await asyncio.to_thread(call_route, self.router, [b[0] for b in group], alpha)
+                    results = await asyncio.to_thread(call_route, self.router, [b[0] for b in group], *point)
                 except Exception as err:  # a router bug fails these requests, not the worker
                     for b in group:
                         if not b[2].done():
