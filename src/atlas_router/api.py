@@ -62,20 +62,18 @@ def route(router: Router | str | os.PathLike[str], question: str, alpha: float |
 async def answer_async(question: str, router: Router | str | os.PathLike[str] | None = None,
                        pool: Pool | str | os.PathLike[str] | None = None, alpha: float | None = None,
                        model: str | None = None, tool: str = "none") -> PairRecord:
-    """Route ``question`` (or take ``model``/``tool``) and run that pair of ``pool``; the record says what
-    happened (``answer``, ``response``, ``cost``, ``error``)."""
-    the_pool = pool if isinstance(pool, Pool) else Pool.load(pool)
-    if router is not None:
-        if model is not None:
-            raise AtlasError("give a router or a model, not both")
-        decision = route(router, question, alpha)
-        model, tool = decision.model, decision.tool
-    from atlas_router.execution.runner import run_pair
+    """Answer ``question`` by the path ``atlas ask`` and the gateway take (``serve.answering``): routed by
+    ``router`` at ``alpha`` (else the default operating point), the router's ranking tried in order with
+    fallback; or exactly the pair ``model``/``tool``. The record says what happened (``answer``,
+    ``response``, ``cost``, ``error``: the last pair's cause when none answered)."""
+    from atlas_router.serve.answering import ask
 
-    try:
-        return await run_pair(the_pool, model or the_pool.config.models[0].name, tool, question)
-    finally:
-        await the_pool.aclose()
+    the_pool = pool if isinstance(pool, Pool) else Pool.load(pool)
+    if router is not None and model is not None:
+        raise AtlasError("give a router or a model, not both")
+    fitted = None if router is None else router if isinstance(router, Router) else load(router)
+    pair = None if fitted is not None else (model or the_pool.config.models[0].name, tool)
+    return (await ask(the_pool, question, router=fitted, pair=pair, alpha=alpha)).record
 
 
 def answer(question: str, router: Router | str | os.PathLike[str] | None = None,

@@ -82,6 +82,9 @@ async def ask(pool: Pool, question: str, *, images: Sequence[ImageInput] = (), r
 
     from atlas_router.serve.loaders import gateway_name
 
+    if pair is not None:  # unknown names (and missing keys) fail before any work
+        pool.model(pair[0])
+        pool.tool(pair[1])
     sink = RecordSink(records, prompts) if records is not None else None  # a bad directory fails before any work
     routing = router if pair is None else None
     name = gateway_name(routing) if routing is not None else "atlas"
