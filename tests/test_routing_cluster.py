@@ -67,6 +67,49 @@ def test_texts_and_embeddings_route_the_same(fitted, encoder):
         fitted.route(np.zeros((1, 8), dtype=np.float32))
 
 
+def _close(a, b) -> bool:
+    """Equal, numbers to 1e-9 relative (one path may round a last bit differently: rounding to 4 places
+    can then differ by 1e-4 at a half-way value, hence the absolute slack)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1.01e-4)
+    return a == b
+
+
+@pytest.mark.parametrize("settings", [{"task_weight": 0.5, "ridge_weight": 0.5}, {"task_weight": 1.0, "ridge_weight": 0.0},
+                                      {"task_weight": 0.0, "ridge_weight": 0.3}])
+def test_one_query_and_a_batch_route_alike(records, encoder, settings):
+    """A single query (and a few) take a shorter path than a batch (routers/cluster.py: ``_RoutePlan._one``,
+    ``_few_choices``); both must give the same pairs, rankings, utilities and explanations, out of
+    distribution and at operating points too."""
+    from atlas_router.routers.operating_point import OperatingPoint, route_at
+
+    router = ClusterRouter(k=3, alpha=0.3, seed=0, shrinkage=5.0, **settings).fit(records, encoder)
+    texts = list(dict.fromkeys(records["query"]))[::7][:40] + ["something else entirely", "zz qq xx", ARITH, FACTS]
+    emb = encoder.encode(texts)
+    assert len(emb) > 8  # the batch takes the array path
+    for alpha in (0.0, 0.3, 1.0):
+        batch = router.route(emb, alpha=alpha)
+        assert any(d.explanation["ood"] for d in batch) and not all(d.explanation["ood"] for d in batch)
+        few = router.route(emb[:5], alpha=alpha)
+        for i, d in enumerate(batch):
+            one = router.route(emb[i:i + 1], alpha=alpha)[0]
+            for other in (one, *few[i:i + 1]):
+                assert other.pair == d.pair and other.ranking == d.ranking
+                assert other.utility == pytest.approx(d.utility, abs=1e-12)
+                assert _close(other.explanation, d.explanation), (other.explanation, d.explanation)
+    for point in (OperatingPoint(), OperatingPoint(tolerance=0.2)):
+        batch = route_at(router, emb, point)
+        singles = [route_at(router, emb[i:i + 1], point)[0] for i in range(len(emb))]
+        assert [d.pair for d in singles] == [d.pair for d in batch]
+        assert [d.ranking for d in singles] == [d.ranking for d in batch]
+        assert [d.explanation["expected_accuracy"] for d in singles] == pytest.approx(
+            [d.explanation["expected_accuracy"] for d in batch])
+
+
 def test_same_seed_same_router_and_decisions(records, encoder):
     a = ClusterRouter(k=3, seed=7, n_init=3).fit(records, encoder)
     b = ClusterRouter(k=3, seed=7, n_init=3).fit(records.sample(frac=1.0, random_state=1), encoder)

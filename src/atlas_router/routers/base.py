@@ -22,6 +22,7 @@ import inspect
 import platform
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +60,28 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class LazyDecision(Decision):
+    """A Decision whose explanation is written on first read. Why: a batch's decisions are arrays work,
+    but writing every explanation is Python per query, and most readers of a batch (replay evaluation,
+    ``route_indices``-like callers) never look at them; the gateway and the CLI read them and pay then."""
+
+    def __init__(self, model: str, tool: str, utility: float, ranking: list[Pair],
+                 explain: Callable[[], dict[str, Any]]) -> None:
+        self.model, self.tool, self.utility, self.ranking = model, tool, utility, ranking
+        self._explain: Callable[[], dict[str, Any]] | None = explain
+        self._explanation: dict[str, Any] = {}
+
+    @property  # type: ignore[override]
+    def explanation(self) -> dict[str, Any]:
+        if self._explain is not None:
+            self._explanation, self._explain = self._explain(), None
+        return self._explanation
+
+    @explanation.setter
+    def explanation(self, value: dict[str, Any]) -> None:
+        self._explanation, self._explain = value, None
 
 
 class Router(ABC):

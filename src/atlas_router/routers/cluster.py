@@ -69,13 +69,15 @@ All fitted state is numpy arrays, numbers, strings and lists (no estimator objec
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Literal
 
 import numpy as np
 
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
-from atlas_router.routers.base import Decision, Queries, Router
+from atlas_router.routers.base import Decision, LazyDecision, Queries, Router
 from atlas_router.routers.table import QueryTable
 from atlas_router.routers.utility import best_pairs, utility
 
@@ -491,50 +493,28 @@ class ClusterRouter(Router):
         t = self.query_tables(self.embed(emb), self.alpha if alpha is None else alpha)
         return best_pairs(t["utility"], t["cost"])
 
-    def _decisions(self, t: dict[str, np.ndarray], alpha: float) -> list[Decision]:
-        """Decisions with explanations; the array work is done once for the batch, the rest per query on
-        the few numbers its explanation shows (a single query is mostly this Python)."""
-        u, acc, cost, n = t["utility"], t["accuracy"], t["cost"], t["n"]
-        choice = best_pairs(u, cost).tolist()
-        k_top = max(int(self.top), 1)
-        u_rows, acc_rows, cost_rows, n_rows = u.tolist(), acc.tolist(), cost.tolist(), n.tolist()
-        pooled = (t["row"] == self.n_clusters_).tolist()
-        dist = t["distance"].tolist()
-        clusters, ood = t["cluster"].tolist(), t["ood"].tolist()
-        threshold = round(self.ood_threshold_, 4)
-        posts = t["posterior"].tolist() if t["posterior"] is not None else None
-        # orders are found for the whole batch; a row's numbers are then read from plain lists
-        orders = np.argsort(-u, axis=1, kind="stable")[:, :k_top].tolist()
-        best3s = np.argsort(-t["posterior"], axis=1, kind="stable")[:, :3].tolist() if posts is not None else None
-        pairs = self.pairs_
-        out = []
-        for i, j in enumerate(choice):
-            model, tool = pairs[j]
-            u_i, n_i = u_rows[i], n_rows[i]
-            if pooled[i]:
-                fallback = "out of distribution: routed on pooled statistics"
-            elif t["single"]:
-                fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
-            elif pairs[j] in self.prior_pairs_:
-                fallback = f"pair has no records: prior accuracy {self.prior_accuracy:g} and price-based cost"
-            elif n_i[j] < self.shrinkage_:
-                fallback = (f"few records (n={n_i[j]:.0f} < m={self.shrinkage_:g}): shrunk towards broader "
-                            "statistics")
-            else:
-                fallback = None
-            top = [{"model": pairs[p][0], "tool": pairs[p][1], "accuracy": round(acc_rows[i][p], 4),
-                    "cost": cost_rows[i][p], "n": int(round(n_i[p])), "utility": round(u_i[p], 4)}
-                   for p in orders[i] if u_i[p] > -np.inf]
-            explanation: dict[str, Any] = {
-                "router": self.name, "cluster": clusters[i], "distance": round(dist[i], 4), "ood": ood[i],
-                "ood_threshold": threshold, "stats": "pooled" if pooled[i] else "cluster", "fallback": fallback,
-                "alpha": alpha, "top": top,
-            }
-            if posts is not None:
-                post = posts[i]
-                explanation["benchmark"] = {self.tasks_[b]: round(post[b], 3) for b in best3s[i] if post[b] >= 0.01}
-            out.append(Decision(model, tool, u_i[j], explanation, [pairs[p] for p in orders[i] if u_i[p] > -np.inf]))
-        return out
+    def _decisions(self, t: dict[str, np.ndarray], alpha: float, choice: np.ndarray | None = None,
+                   point: str | None = None) -> list[Decision]:
+        """One Decision per row of ``t``: the pair of best utility (or ``choice``, the pairs an operating
+        point chose, labelled ``point``, whose utility is then their expected accuracy), the ranking by
+        utility, and an explanation written when first read (``LazyDecision``)."""
+        u, k_top = t["utility"], max(int(self.top), 1)
+        if len(u) <= _FEW:  # a few rows: plain Python on lists beats the numpy calls' fixed cost
+            choices, values, orders = _few_choices(u.tolist(), t["cost"].tolist(), k_top,
+                                                   None if choice is None else choice.tolist(),
+                                                   t["accuracy"].tolist() if point is not None else None)
+        else:
+            if choice is None:
+                choice = best_pairs(u, t["cost"])
+            rows = np.arange(len(u))
+            values = (t["accuracy"] if point is not None else u)[rows, choice].tolist()
+            order_ix = np.argsort(-u, axis=1, kind="stable")[:, :k_top]
+            finite = (u[rows[:, None], order_ix] > -np.inf).tolist()
+            orders = [[p for p, ok in zip(o, f) if ok] for o, f in zip(order_ix.tolist(), finite)]
+            choices = choice.tolist()
+        pairs, explain = self.pairs_, _Explainer(self, t, alpha, orders, point)
+        return [LazyDecision(*pairs[j], values[i], [pairs[p] for p in orders[i]], functools.partial(explain.row, i, j))
+                for i, j in enumerate(choices)]
 
     def settings(self) -> dict[str, Any]:
         """The settings in use (chosen by cross-validation or given) and the CV evidence."""
@@ -567,6 +547,81 @@ class PaperClusterRouter(ClusterRouter):
         super().__init__(k=k, alpha=alpha, seed=seed, method=method, **params)  # type: ignore[arg-type]
 
 
+_FEW = 8  # rows up to which decisions are made on lists (measured: bench/routing_speed.py)
+
+
+def _few_choices(u: list[list[float]], cost: list[list[float]], k_top: int, choice: list[int] | None,
+                 acc: list[list[float]] | None) -> tuple[list[int], list[float], list[list[int]]]:
+    """``best_pairs`` (or the given ``choice``), the chosen value (utility, or ``acc`` when given) and the
+    top ``k_top`` finite pairs by utility (stable), for a few rows, on plain lists."""
+    choices, values, orders = [], [], []
+    for i, (ui, ci) in enumerate(zip(u, cost)):
+        if choice is None:
+            best = max(ui)
+            near = [p for p, x in enumerate(ui) if x >= best - 1e-12]
+            j = near[0] if len(near) == 1 else min(near, key=lambda p: (ci[p] if ci[p] == ci[p] else -math.inf, p))
+        else:
+            j = choice[i]
+        choices.append(j)
+        values.append((acc[i] if acc is not None else ui)[j])
+        orders.append([p for p in sorted(range(len(ui)), key=lambda p: -ui[p])[:k_top] if ui[p] > -math.inf])
+    return choices, values, orders
+
+
+class _Explainer:
+    """Writes the explanations of one batch of cluster decisions on demand: the batch's arrays become plain
+    lists on the first explanation read, then each row's is a few dict lookups."""
+
+    def __init__(self, router: "ClusterRouter", t: dict[str, Any], alpha: float, orders: list[list[int]],
+                 point: str | None) -> None:
+        self.router, self.t, self.alpha, self.orders, self.point = router, t, alpha, orders, point
+        self._lists: dict[str, Any] | None = None
+
+    def lists(self) -> dict[str, Any]:
+        if self._lists is None:
+            t, router = self.t, self.router
+            post = t["posterior"]
+            self._lists = {
+                "u": t["utility"].tolist(), "acc": t["accuracy"].tolist(), "cost": t["cost"].tolist(),
+                "n": t["n"].tolist(), "pooled": (t["row"] == router.n_clusters_).tolist(),
+                "dist": t["distance"].tolist(), "cluster": t["cluster"].tolist(), "ood": t["ood"].tolist(),
+                "post": post.tolist() if post is not None else None,
+                "best3": np.argsort(-post, axis=1, kind="stable")[:, :3].tolist() if post is not None else None,
+            }
+        return self._lists
+
+    def row(self, i: int, j: int) -> dict[str, Any]:
+        r, x = self.router, self.lists()
+        pairs = r.pairs_
+        u_i, n_i, acc_i = x["u"][i], x["n"][i], x["acc"][i]
+        if x["pooled"][i]:
+            fallback = "out of distribution: routed on pooled statistics"
+        elif self.t["single"]:
+            fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
+        elif pairs[j] in r.prior_pairs_:
+            fallback = f"pair has no records: prior accuracy {r.prior_accuracy:g} and price-based cost"
+        elif n_i[j] < r.shrinkage_:
+            fallback = f"few records (n={n_i[j]:.0f} < m={r.shrinkage_:g}): shrunk towards broader statistics"
+        else:
+            fallback = None
+        top = [{"model": pairs[p][0], "tool": pairs[p][1], "accuracy": round(acc_i[p], 4),
+                "cost": x["cost"][i][p], "n": int(round(n_i[p])), "utility": round(u_i[p], 4)}
+               for p in self.orders[i]]
+        out: dict[str, Any] = {
+            "router": r.name, "cluster": x["cluster"][i], "distance": round(x["dist"][i], 4), "ood": x["ood"][i],
+            "ood_threshold": round(r.ood_threshold_, 4), "stats": "pooled" if x["pooled"][i] else "cluster",
+            "fallback": fallback, "alpha": self.alpha, "top": top,
+        }
+        if x["post"] is not None:
+            post = x["post"][i]
+            out["benchmark"] = {r.tasks_[b]: round(post[b], 3) for b in x["best3"][i] if post[b] >= 0.01}
+        if self.point is not None:  # an operating point chose the pair: its expected accuracy, not a utility
+            del out["alpha"]
+            out["expected_accuracy"] = round(acc_i[j], 4)
+            out["operating_point"] = self.point
+        return out
+
+
 class _RoutePlan:
     """Everything routing reads at one (alpha, single), laid out so a batch (or one query) costs one matrix
     product, a softmax and one gather-and-mix of the stacked tables, whatever the number of pairs:
@@ -590,8 +645,18 @@ class _RoutePlan:
             task = np.stack([tab["u_t"], router.task_accuracy_, router.task_cost_, router.task_counts_], axis=2)
             self.task_table = task.reshape(task.shape[0], task.shape[1], -1)  # (K+1, B, 4P)
         self.single = tab["single"]
+        # for one query: the mixing weights folded into the tables, so that its row costs a few numpy calls
+        scale = np.array([1.0, 1.0 - self.r, 1.0, 1.0])[None, :, None]  # accuracy keeps 1 - r of the table
+        if self.w > 0:  # (w = 1: the cluster table is not used at all, as in tables(); no 0 * -inf)
+            self.cluster_part = (np.zeros_like(self.cluster_table) if self.w == 1.0
+                                 else (1.0 - self.w) * self.cluster_table * scale)
+            self.task_part = self.w * (task * scale[:, None]).reshape(task.shape[0], task.shape[1], -1)
+        else:
+            self.cluster_part = self.cluster_table * scale
 
     def tables(self, router: "ClusterRouter", emb: np.ndarray) -> dict[str, Any]:
+        if len(emb) == 1:
+            return self._one(router, emb[0])
         k, w, r = self.k, self.w, self.r
         proj = emb @ self.proj
         partial = proj[:, :k] + router.centroid_sq_  # the squared distance less |e|^2, which ranks alike
@@ -619,6 +684,40 @@ class _RoutePlan:
         u[~np.isfinite(u)] = -np.inf
         return {"cluster": clusters, "distance": dist, "ood": ood, "row": rows, "posterior": post, "utility": u,
                 "single": self.single, "accuracy": acc, "cost": mixed[:, 2], "n": mixed[:, 3]}
+
+    def _one(self, router: "ClusterRouter", e: np.ndarray) -> dict[str, Any]:
+        """``tables`` for one embedding, the same numbers (tested) in about a third of the numpy calls: a
+        single decision's time is the count of those calls, not arithmetic."""
+        k, w, r = self.k, self.w, self.r
+        proj = e @ self.proj
+        partial = proj[:k] + router.centroid_sq_
+        c = int(partial.argmin())
+        dist = math.sqrt(max(float(e @ e) + float(partial[c]), 0.0))
+        ood = dist > router.ood_threshold_
+        row = router.n_clusters_ if ood and router.ood_fallback == "pooled" else c
+        post = None
+        with np.errstate(invalid="ignore"):
+            mixed = self.cluster_part[row]
+            if w > 0:
+                z = (proj[k:k + self.n_tasks] + router.task_intercept_).tolist()
+                top = max(z)
+                ex = [math.exp(x - top) for x in z]
+                total = sum(ex)
+                post = np.array([[x / total for x in ex]])
+                mixed = mixed + (post[0] @ self.task_part[row]).reshape(mixed.shape)
+            if r > 0:
+                if row == router.n_clusters_:  # out of distribution: no extrapolated success model
+                    learned = router.default_accuracy_
+                else:
+                    learned = np.clip(proj[k + self.n_tasks:] + router.ridge_intercept_, 0.0, 1.0)
+                u = mixed[0] + ((1 - self.alpha) * r) * learned
+                acc = mixed[1] + r * learned
+            else:
+                u, acc = mixed[0].copy(), mixed[1]
+        u[~np.isfinite(u)] = -np.inf
+        return {"cluster": np.array([c]), "distance": np.array([dist]), "ood": np.array([ood]),
+                "row": np.array([row]), "posterior": post, "utility": u[None], "single": self.single,
+                "accuracy": acc[None], "cost": mixed[None, 2], "n": mixed[None, 3]}
 
 
 # -- statistics per cell ----------------------------------------------------------------------------

@@ -96,13 +96,9 @@ def route_at(router: Router, queries: Any, point: OperatingPoint) -> list[Decisi
         single = router.single_at(tolerance=tol) if hasattr(router, "single_at") else None
         t = router.query_tables(emb, 0.0, single)
         choice = cheapest_within(t["accuracy"], t["cost"], tol, np.isfinite(t["utility"]))
-        decisions = router._decisions(t, 0.0)  # noqa: SLF001 - the router's own explanations at a = 0
-        for i, (d, j) in enumerate(zip(decisions, choice)):
-            d.model, d.tool = router.pairs_[int(j)]
-            d.utility = float(t["accuracy"][i, j])
-            d.explanation["expected_accuracy"] = round(float(t["accuracy"][i, j]), 4)
-            d.explanation.pop("alpha", None)
-    elif hasattr(router, "predict_accuracy"):
+        # the router's own decisions at a = 0, with the point's choice and its label (explanations stay lazy)
+        return router._decisions(t, 0.0, choice, point.label())  # noqa: SLF001
+    if hasattr(router, "predict_accuracy"):
         acc = np.asarray(router.predict_accuracy(queries), dtype=float)
         cost = np.asarray(router.pair_cost_, dtype=float)
         choice = cheapest_within(acc, cost, tol)
