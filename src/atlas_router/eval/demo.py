@@ -26,12 +26,13 @@ from atlas_router.data.benchmarks.demo_suite import SPLITS, load_demo_suite
 from atlas_router.errors import AtlasError
 from atlas_router.eval.replay import Embedded, ReplayTable, evaluate_router, sweep_alpha
 from atlas_router.eval.report import write_report
+from atlas_router.eval.run import run_evaluation
 from atlas_router.eval.split import split_records
 from atlas_router.pool.pool import Pool
 from atlas_router.records import collect as collecting
 from atlas_router.records.store import RecordStore
 from atlas_router.routers.persist import save_router
-from atlas_router.routers.base import Router, make_router
+from atlas_router.routers.base import Router
 from atlas_router.routers.embedded import EMBEDDED_DIR, MANIFEST_FILE, RECORDS_FILE, ROUTER_FILE, shipped_records_path
 from atlas_router.routers.encoders.factory import build_encoder
 from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
@@ -131,22 +132,6 @@ def train_test(records: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 # -- routers ----------------------------------------------------------------------------------------
 
-def build_router(name: str, pool: Pool | None) -> Router:
-    """A demo router by registry name with its shipping defaults; LLM routers use the pool's first model."""
-    if name in LLM_ROUTERS:
-        if pool is None:
-            raise AtlasError("LLM routers need a pool")
-        return make_router(name, model=pool.model(pool.config.models[0].name), pool=pool.config)
-    return make_router(name)
-
-
-def fit_cluster(train: pd.DataFrame, encoder: Any = None) -> Router:
-    """The atlas-cluster router fitted on ``train`` with its defaults (what ships, and what ``--refit`` makes)."""
-    router = make_router("atlas-cluster")
-    router.fit(train, encoder or build_encoder(None))
-    return router
-
-
 def write_shipped(records: pd.DataFrame, router: Router, pool_path: str | None, out_dir: Path = EMBEDDED_DIR) -> None:
     """Ship records (one compact Parquet file), the router and a manifest saying how they were made."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,30 +223,25 @@ def run_demo(out_dir: str | Path = "atlas-demo", pool_path: str | None = None, *
 
     console.rule("2. fit on train templates, evaluate by replay on test templates")
     encoder = build_encoder(None)
-    replay = ReplayTable(test)
-    embedded = Embedded(encoder.name, encoder.encode(replay.queries))
+    names = DEMO_ROUTERS + (LLM_ROUTERS if llm_routers else [])
+    chat_model = pool.model(pool.config.models[0].name) if llm_routers and pool is not None else None
+    ev = run_evaluation(train, test, names, encoder=encoder, alphas=[], chat_model=chat_model,
+                        pool_config=pool.config if chat_model is not None else None)  # what `atlas eval` runs
+    replay, embedded, routers = ReplayTable(test), ev.embedded, ev.routers
+    assert embedded is not None
     results: dict[str, Any] = {}
-    routers: dict[str, Router] = {}
-    for name in DEMO_ROUTERS + (LLM_ROUTERS if llm_routers else []):
-        t0 = time.perf_counter()
-        router = build_router(name, pool)
-        router.fit(test if name == "oracle" else train, encoder)  # the upper bound is fitted on the test records
-        fit_s = time.perf_counter() - t0
-        if name == "atlas-cluster":
-            decisions = route_at(router, embedded.vectors, point)
-            result = replay.summarise(name, decisions, router)
-            results["atlas-cluster"] = {**result.to_dict(), "operating_point": point.label(),
-                                        "fit_s": round(fit_s, 3)}
-            results["atlas-cluster (a=0)"] = evaluate_router("atlas-cluster (a=0)", router, replay, embedded,
+    for name, result in ev.results.items():
+        if name == "atlas-cluster":  # the shipped operating point, and a = 0 beside it
+            decisions = route_at(routers[name], embedded.vectors, point)
+            results[name] = {**replay.summarise(name, decisions, routers[name]).to_dict(),
+                             "operating_point": point.label(), "fit_s": round(result.fit_s or 0.0, 3)}
+            results["atlas-cluster (a=0)"] = evaluate_router("atlas-cluster (a=0)", routers[name], replay, embedded,
                                                              alpha=0.0).to_dict()
         else:
-            result = evaluate_router(name, router, replay, embedded)
-            result.fit_s = fit_s
             results[name] = result.to_dict()
-        routers[name] = router
         r = results[name]
         console.print(f"  {name:14s} accuracy {r['accuracy']:.3f}  cost/query {r['cost']:.2e}  "
-                      f"calls {r['calls']:.2f}  (fit {fit_s:.1f}s)")
+                      f"calls {r['calls']:.2f}  (fit {result.fit_s or 0.0:.1f}s)")
     cluster = routers["atlas-cluster"]
     frontier = sweep_alpha(cluster, replay, ALPHAS, embedded)
     tolerance_curve = []
