@@ -486,14 +486,14 @@ class ClusterRouter(Router):
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
         t = self.query_tables(self.embed(queries), alpha)
-        return self._decisions(t, alpha)
+        return self.decisions(t, alpha)
 
     def route_indices(self, emb: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """Chosen pair index per embedding row, without explanations (the fast path for batches)."""
         t = self.query_tables(self.embed(emb), self.alpha if alpha is None else alpha)
         return best_pairs(t["utility"], t["cost"])
 
-    def _decisions(self, t: dict[str, np.ndarray], alpha: float, choice: np.ndarray | None = None,
+    def decisions(self, t: dict[str, np.ndarray], alpha: float, choice: np.ndarray | None = None,
                    point: str | None = None) -> list[Decision]:
         """One Decision per row of ``t``: the pair of best utility (or ``choice``, the pairs an operating
         point chose, labelled ``point``, whose utility is then their expected accuracy), the ranking by

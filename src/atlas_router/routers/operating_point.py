@@ -97,7 +97,7 @@ def route_at(router: Router, queries: Any, point: OperatingPoint) -> list[Decisi
         t = router.query_tables(emb, 0.0, single)
         choice = cheapest_within(t["accuracy"], t["cost"], tol, np.isfinite(t["utility"]))
         # the router's own decisions at a = 0, with the point's choice and its label (explanations stay lazy)
-        return router._decisions(t, 0.0, choice, point.label())  # noqa: SLF001
+        return router.decisions(t, 0.0, choice, point.label())
     if hasattr(router, "predict_accuracy"):
         acc = np.asarray(router.predict_accuracy(queries), dtype=float)
         cost = np.asarray(router.pair_cost_, dtype=float)
