@@ -193,6 +193,8 @@ def _from_http(url: str, *, allow_remote: bool | None, timeout_s: float, max_byt
                max_pixels: int) -> ImageInput:
     import httpx
 
+    from atlas_router.core.http import sync_client
+
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host:
@@ -201,7 +203,7 @@ def _from_http(url: str, *, allow_remote: bool | None, timeout_s: float, max_byt
         raise ImageError(f"{_short(url)}: fetching images from '{host}' is not allowed; download it and pass the "
                          "file, or allow remote images (ATLAS_ALLOW_REMOTE_IMAGES=1)")
     try:
-        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client:
+        with sync_client(timeout_s, follow_redirects=False) as client:
             with client.stream("GET", url, headers={"accept": "image/*"}) as response:
                 if 300 <= response.status_code < 400:
                     raise ImageError(f"{_short(url)}: HTTP {response.status_code} redirect; redirects are not "

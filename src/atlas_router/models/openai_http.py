@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from atlas_router.config import ModelSpec
+from atlas_router.core.http import RETRY_STATUS, async_client, backoff_s, retry_after_s
 from atlas_router.errors import BackendError
 from atlas_router.models import http_clients
 from atlas_router.models.base import ChatModel, Completion, Delta, Message, SamplingParams
 from atlas_router.models.cache import ResponseCache
 from atlas_router.models.tokens import count_message_tokens, count_tokens
 
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-BACKOFF_BASE_S = 0.25
-BACKOFF_MAX_S = 8.0
 
 
 class UpstreamRefused(BackendError):
@@ -119,8 +116,7 @@ class OpenAIChatModel(ChatModel):
             except httpx.TransportError as err:
                 last = f"connection failed: {type(err).__name__}: {err}".rstrip(": ")
             if attempt < self.spec.max_retries:
-                backoff = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * (0.5 + random.random())
-                await asyncio.sleep(max(delay, backoff))
+                await asyncio.sleep(backoff_s(attempt, delay))
         tries = self.spec.max_retries + 1
         raise BackendError(f"model '{self.name}' at {self.base_url}: {last} ({tries} tries)")
 
@@ -140,7 +136,7 @@ class OpenAIChatModel(ChatModel):
         finish, usage = None, {}
         self._http()  # this event loop's semaphore
         try:
-            async with self._sem, httpx.AsyncClient(timeout=self.spec.timeout_s) as http:
+            async with self._sem, async_client(self.spec.timeout_s) as http:
                 async with http.stream("POST", f"{self.base_url}/chat/completions", json=body,
                                        headers=self._headers) as response:
                     if response.status_code != 200:
@@ -184,8 +180,7 @@ class OpenAIChatModel(ChatModel):
     def _parse(self, response: httpx.Response, messages: list[Message]) -> Completion:
         if response.status_code in RETRY_STATUS:
             err = _Retryable(f"HTTP {response.status_code}: {response.text[:200]!r}")
-            retry_after = response.headers.get("retry-after")
-            err.retry_after = float(retry_after) if retry_after and retry_after.isdigit() else 0.0  # type: ignore[attr-defined]
+            err.retry_after = retry_after_s(response)  # type: ignore[attr-defined]
             raise err
         if response.status_code >= 400:
             raise UpstreamRefused(f"model '{self.name}': HTTP {response.status_code}: {response.text[:300]}",

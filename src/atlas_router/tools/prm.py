@@ -22,6 +22,7 @@ import httpx
 
 from atlas_router.config import secret
 from atlas_router.core.answers import extract_answer
+from atlas_router.core.http import async_client, send_with_retries
 from atlas_router.models.base import Completion, SamplingParams
 from atlas_router.tools.base import Tool, ToolContext, ToolResult
 from atlas_router.tools.settings_check import reject_unknown
@@ -132,8 +133,9 @@ class PoolingRewardClient:
         """Per-step rewards for each solution, in order."""
         payload = {"model": self.model, "input": [prm_input(self.system, question, s) for s in solutions]}
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.post(self.url, json=payload, headers=self._headers())
+            headers = self._headers()
+            async with async_client(self.timeout_s) as client:
+                response = await send_with_retries(lambda: client.post(self.url, json=payload, headers=headers))
         except httpx.HTTPError as err:
             raise RewardModelError(f"reward model request failed: {type(err).__name__}: {err}") from None
         if response.status_code != 200:

@@ -7,17 +7,15 @@ spec ``openai:MODEL@http://HOST:PORT/v1`` at it. The key, if the server wants on
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 
 from atlas_router.config import secret
+from atlas_router.core.http import RETRY_STATUS, send_with_retries_sync, sync_client
 from atlas_router.errors import BackendError
 from atlas_router.routers.encoders.base import Encoder
 from atlas_router.routers.encoders.cache import EmbeddingCache
 
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 API_KEY_ENV = "ATLAS_EMBED_API_KEY"
 
 
@@ -40,7 +38,7 @@ class OpenAIEmbeddingEncoder(Encoder):
         key = secret(API_KEY_ENV)
         if key:
             headers["authorization"] = f"Bearer {key}"
-        self._client = httpx.Client(headers=headers, timeout=timeout_s)
+        self._client = sync_client(timeout_s, headers=headers)
 
     @property
     def dim(self) -> int:
@@ -55,25 +53,21 @@ class OpenAIEmbeddingEncoder(Encoder):
 
     def _post(self, texts: list[str]) -> np.ndarray:
         url = f"{self.base_url}/embeddings"
-        last = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
-            try:
-                resp = self._client.post(url, json={"model": self.model, "input": texts})
-            except httpx.TimeoutException:
-                last = f"timeout after {self.timeout_s:g}s"
-                continue
-            except httpx.TransportError as err:
-                last = f"{type(err).__name__}: {err}"
-                continue
-            if resp.status_code in RETRY_STATUS:
-                last = f"HTTP {resp.status_code}"
-                continue
-            if resp.status_code != 200:
-                raise BackendError(f"embeddings endpoint {url} answered HTTP {resp.status_code}: {resp.text[:200]}")
-            return self._parse(resp, len(texts), url)
-        raise BackendError(f"embeddings endpoint {url} failed after {self.max_retries + 1} tries: {last}")
+        try:
+            resp = send_with_retries_sync(lambda: self._client.post(url, json={"model": self.model, "input": texts}),
+                                          self.max_retries)
+        except httpx.TimeoutException:
+            raise BackendError(f"embeddings endpoint {url} failed after {self.max_retries + 1} tries: "
+                               f"timeout after {self.timeout_s:g}s") from None
+        except httpx.TransportError as err:
+            raise BackendError(f"embeddings endpoint {url} failed after {self.max_retries + 1} tries: "
+                               f"{type(err).__name__}: {err}") from None
+        if resp.status_code in RETRY_STATUS:
+            raise BackendError(f"embeddings endpoint {url} failed after {self.max_retries + 1} tries: "
+                               f"HTTP {resp.status_code}")
+        if resp.status_code != 200:
+            raise BackendError(f"embeddings endpoint {url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+        return self._parse(resp, len(texts), url)
 
     @staticmethod
     def _parse(resp: httpx.Response, n: int, url: str) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from atlas_router.config import secret
+from atlas_router.core.http import async_client, send_with_retries
 from atlas_router.tools.web_search.base import SearchBackend, SearchError, Snippet
 
 GOOGLE_ENDPOINT = "https://www.googleapis.com/customsearch/v1"
@@ -20,8 +21,8 @@ class _HTTPBackend(SearchBackend):
     async def _get_json(self, url: str, params: dict[str, Any]) -> dict[str, Any]:
         # A client per call: searches are rare, and a pooled client would be bound to one event loop.
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.get(url, params=params)
+            async with async_client(self.timeout_s) as client:
+                response = await send_with_retries(lambda: client.get(url, params=params))
         except httpx.HTTPError as err:
             raise SearchError(f"{self.name} search failed: {type(err).__name__}: {err}") from None
         try:
