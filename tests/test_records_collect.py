@@ -101,3 +101,24 @@ def test_collect_bad_pairs_is_one_line_error(tmp_path, upstream, shared_data):
                           capture_output=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.decode().strip() == "error: pair 'gpt@@none' matches nothing in the pool"
+
+
+def test_ray_jobs_carry_their_images_and_come_back_by_index():
+    """The Ray worker (run here in-process, as Ray would call it) gets each job's images and answers by job
+    index: image benchmarks repeat one question over many images, so the question cannot be the key."""
+    from atlas_router.core.images import load_image
+    from atlas_router.records.collect import _ray_worker
+    from support.scenes import counting_scene
+    from support.stub_upstream import create_stub_upstream
+
+    img = load_image(counting_scene(3).image)
+    with running_server(create_stub_upstream()) as url:
+        config = {"models": [{"name": "echo", "backend": "openai", "endpoint": f"{url}/v1", "vision": True,
+                              "max_retries": 0}],
+                  "tools": [{"name": "none", "kind": "none"}]}
+        out = _ray_worker(config, [(7, "echo", "none", "How many dots?", (img,)),
+                                   (3, "echo", "none", "How many dots?", ())])
+    assert [i for i, _ in out] == [7, 3]
+    with_image, without = out[0][1], out[1][1]
+    assert not with_image["error"] and "image_url" in with_image["response"]
+    assert not without["error"] and "image_url" not in without["response"]

@@ -201,24 +201,28 @@ async def collect_graded(pool: Pool, benchmark: Benchmark, the_plan: CollectPlan
     return flusher.added, failures
 
 
-def _ray_worker(config: dict[str, Any], jobs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """Runs on a Ray worker: rebuild the pool from its config and run a chunk of jobs."""
+def _ray_worker(config: dict[str, Any], jobs: list[tuple[int, str, str, str, tuple[Any, ...]]]
+                ) -> list[tuple[int, dict[str, Any]]]:
+    """Runs on a Ray worker: rebuild the pool from its config and run a chunk of jobs (index, model, tool,
+    question, images); returns each job's index with its record."""
     from atlas_router.config import parse_pool_config
 
     pool = Pool(parse_pool_config(config, "<ray>"))
 
     async def go() -> list[PairRecord]:
         try:
-            return await run_pairs(pool, [PairJob(m, t, q) for m, t, q in jobs], concurrency=8)
+            return await run_pairs(pool, [PairJob(m, t, q, images=tuple(imgs)) for _, m, t, q, imgs in jobs],
+                                   concurrency=8)
         finally:
             await pool.aclose()
 
-    return [r.to_dict() for r in asyncio.run(go())]
+    return [(job[0], r.to_dict()) for job, r in zip(jobs, asyncio.run(go()))]
 
 
 def collect_ray(config: PoolConfig, benchmark: Benchmark, the_plan: CollectPlan, store: RecordStore, split: str,
                 address: str, chunk: int = 16, on_progress: Callable[[PairRecord], None] | None = None) -> int:
-    """Run the plan as Ray tasks (``address``: "local" for an in-process cluster, or ray://host:port)."""
+    """Run the plan as Ray tasks (``address``: "local" for an in-process cluster, or ray://host:port). Jobs
+    travel with their images and come back by index (questions of image benchmarks repeat)."""
     import ray
 
     if not ray.is_initialized():
@@ -226,16 +230,15 @@ def collect_ray(config: PoolConfig, benchmark: Benchmark, the_plan: CollectPlan,
                  include_dashboard=False, log_to_driver=False, **({"num_cpus": 2} if address == "local" else {}))
     remote = ray.remote(_ray_worker)
     payload = config.model_dump(mode="json")
-    by_question: dict[tuple[str, str, str], Example] = {(j.model, j.tool, j.question): j.key for j in the_plan.jobs}
-    chunks = [the_plan.jobs[i : i + chunk] for i in range(0, len(the_plan.jobs), chunk)]
-    pending = [remote.remote(payload, [(j.model, j.tool, j.question) for j in c]) for c in chunks]
+    jobs = [(i, j.model, j.tool, j.question, tuple(j.images)) for i, j in enumerate(the_plan.jobs)]
+    pending = [remote.remote(payload, jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
     flusher = _Flusher(store)
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            for data in ray.get(ready[0]):
+            for index, data in ray.get(ready[0]):
                 record = PairRecord(**data)
-                flusher.add(to_row(benchmark, by_question[(record.model, record.tool, record.question)], record, split))
+                flusher.add(to_row(benchmark, the_plan.jobs[index].key, record, split))
                 if on_progress:
                     on_progress(record)
     finally:
