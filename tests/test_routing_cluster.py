@@ -95,6 +95,9 @@ def test_one_query_and_a_batch_route_alike(records, encoder, settings):
         batch = router.route(emb, alpha=alpha)
         assert any(d.explanation["ood"] for d in batch) and not all(d.explanation["ood"] for d in batch)
         few = router.route(emb[:5], alpha=alpha)
+        indices = router.route_indices(emb, alpha=alpha)
+        assert [router.pairs_[j] for j in indices] == [d.pair for d in batch]
+        assert [int(router.route_indices(emb[i:i + 1], alpha=alpha)[0]) for i in range(len(emb))] == indices.tolist()
         for i, d in enumerate(batch):
             one = router.route(emb[i:i + 1], alpha=alpha)[0]
             for other in (one, *few[i:i + 1]):

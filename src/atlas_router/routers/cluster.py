@@ -491,6 +491,8 @@ class ClusterRouter(Router):
     def route_indices(self, emb: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """Chosen pair index per embedding row, without explanations (the fast path for batches)."""
         t = self.query_tables(self.embed(emb), self.alpha if alpha is None else alpha)
+        if len(t["utility"]) <= _FEW:
+            return np.array(_few_choices(t["utility"].tolist(), t["cost"].tolist(), 0, None, None)[0], dtype=np.intp)
         return best_pairs(t["utility"], t["cost"])
 
     def decisions(self, t: dict[str, np.ndarray], alpha: float, choice: np.ndarray | None = None,
