@@ -200,3 +200,15 @@ def test_ask_with_an_image_goes_the_same_way(tmp_path):
                                 "latency_s": out["attempts"][0]["latency_s"]}]
     sent = log[-1]["messages"][-1]["content"]
     assert base64.b64decode(sent[1]["image_url"]["url"].split(",", 1)[1]) == CHART_PNG
+
+
+def test_the_operating_point_of_a_request():
+    from atlas_router.serve.controller import GatewayError, Overrides
+
+    assert Overrides.parse({"tolerance": 0.05}, {}).tolerance == 0.05
+    assert Overrides.parse(None, {"x-atlas-tolerance": "0.1"}).tolerance == 0.1
+    for body, says in (({"tolerance": 1.5}, "must lie in [0, 1]"), ({"tolerance": 0.1, "alpha": 0.2}, "give one"),
+                       ({"tolerance": "x"}, "must be a number")):
+        with pytest.raises(GatewayError) as err:
+            Overrides.parse(body, {})
+        assert err.value.status == 400 and says in str(err.value)
