@@ -181,3 +181,17 @@ def test_every_atlas_variable_is_declared_and_documented():
     doc = (SRC.parents[1] / "docs" / "environment.md").read_text()
     rows = re.findall(r"^\| `(ATLAS_[A-Z0-9_]+)` \|", doc, re.MULTILINE)
     assert sorted(rows) == sorted(ENV_VARS) and len(rows) == len(set(rows))
+
+
+def test_every_tool_kind_of_the_config_has_its_tool_class():
+    """Tool kinds are declared once (config.TOOL_CLASSES); each names a Tool class that exists."""
+    import importlib
+    import typing
+
+    from atlas_router.config import TOOL_CLASSES, ToolKind
+    from atlas_router.tools.base import Tool
+
+    assert typing.get_args(ToolKind) == tuple(TOOL_CLASSES)
+    for kind, target in TOOL_CLASSES.items():
+        module, _, name = target.partition(":")
+        assert issubclass(getattr(importlib.import_module(module), name), Tool), kind

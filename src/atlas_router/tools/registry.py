@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from atlas_router.config import ToolSpec
+from atlas_router.config import TOOL_CLASSES, ToolSpec
 from atlas_router.errors import ConfigError
 from atlas_router.tools.base import Tool
-
-TOOL_CLASSES: dict[str, str] = {
-    "none": "atlas_router.tools.none:NoTool",
-    "python_code": "atlas_router.tools.python_code:PythonCodeTool",
-    "calculator": "atlas_router.tools.calculator:CalculatorTool",
-    "web_search": "atlas_router.tools.web_search:WebSearchTool",
-    "prm": "atlas_router.tools.prm:PRMTool",
-    "ocr": "atlas_router.tools.multimodal.ocr:OCRTool",
-    "chart": "atlas_router.tools.multimodal.vlm_tools:ChartTool",
-    "counting": "atlas_router.tools.multimodal.vlm_tools:CountingTool",
-    "geometry": "atlas_router.tools.multimodal.vlm_tools:GeometryTool",
-}
 
 
 def build_tool(spec: ToolSpec) -> Tool:
