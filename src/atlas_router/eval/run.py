@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from atlas_router.core.lazy import import_object
 from atlas_router.errors import AtlasError
 from atlas_router.routers.base import Router, make_router, router_names
 from atlas_router.routers.encoders import Encoder, build_encoder
@@ -187,10 +188,7 @@ def run_evaluation(
 
 def _make_router(name: str, **params: Any) -> Router:
     if name in EVAL_ONLY_ROUTERS:
-        import importlib
-
-        module, _, attr = EVAL_ONLY_ROUTERS[name].partition(":")
-        return getattr(importlib.import_module(module), attr)(**params)
+        return import_object(EVAL_ONLY_ROUTERS[name])(**params)
     return make_router(name, **params)
 
 

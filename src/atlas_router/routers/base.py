@@ -17,7 +17,6 @@ scikit-learn estimators.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import platform
 import time
@@ -30,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from atlas_router.core.lazy import import_object
 from atlas_router.errors import AtlasError
 from atlas_router.routers.encoders import Encoder, build_encoder
 from atlas_router.routers.table import Pair, QueryTable, query_table, records_hash
@@ -346,8 +346,7 @@ def router_class(name: str) -> type[Router]:
         return _REGISTERED[name]
     if name not in _BUILTIN:
         raise AtlasError(f"unknown router '{name}'; known routers: {', '.join(router_names())}")
-    module, _, attr = _BUILTIN[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return import_object(_BUILTIN[name])
 
 
 def make_router(name: str, **params: Any) -> Router:

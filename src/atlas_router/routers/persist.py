@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from atlas_router.core.lazy import import_object
 from atlas_router.errors import AtlasError
 
 from atlas_router.routers.base import Router, router_class, router_names
@@ -180,10 +181,7 @@ def _is_estimator(value: Any) -> bool:
 
 
 def _data_class(name: str) -> type:
-    import importlib
-
-    module, _, attr = DATA_CLASSES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return import_object(DATA_CLASSES[name])
 
 
 def _data_class_name(value: Any) -> str | None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-
 from atlas_router.config import TOOL_CLASSES, ToolSpec
+from atlas_router.core.lazy import import_object
 from atlas_router.errors import ConfigError
 from atlas_router.tools.base import Tool
 
@@ -14,9 +13,8 @@ def build_tool(spec: ToolSpec) -> Tool:
     target = TOOL_CLASSES.get(spec.kind)
     if target is None:
         raise ConfigError(f"tool '{spec.name}': unknown kind '{spec.kind}'")
-    module_name, cls_name = target.split(":")
     try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
+        cls = import_object(target)
     except ImportError as err:
         raise ConfigError(f"tool '{spec.name}' (kind {spec.kind}) is not available: {err}") from None
     try:
