@@ -203,7 +203,7 @@ def test_ask_with_an_image_goes_the_same_way(tmp_path):
 
 
 def test_the_operating_point_of_a_request():
-    from atlas_router.serve.controller import GatewayError, Overrides
+    from atlas_router.serve.request import GatewayError, Overrides
 
     assert Overrides.parse({"tolerance": 0.05}, {}).tolerance == 0.05
     assert Overrides.parse(None, {"x-atlas-tolerance": "0.1"}).tolerance == 0.1

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from atlas_router.serve.breaker import State
-from atlas_router.serve.controller import Controller, GatewayError, Overrides
+from atlas_router.serve.controller import Controller
+from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import parse_chat_request
 from atlas_router.serve.registry import DefaultRule, RouterRegistry

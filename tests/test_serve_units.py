@@ -12,7 +12,8 @@ from atlas_router.execution.prompts import BASE_SYSTEM
 from atlas_router.execution.runner import pair_messages
 from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.breaker import BreakerBoard, CircuitBreaker, State
-from atlas_router.serve.controller import GatewayError, Overrides, estimate_cost, question_of
+from atlas_router.serve.controller import estimate_cost
+from atlas_router.serve.request import GatewayError, Overrides, question_of
 from atlas_router.tools.none import NoTool
 from atlas_router.routers.base import Decision
 from atlas_router.serve.registry import DefaultRule, RouterRegistry, call_route, parse_pair, route_result

@@ -24,7 +24,9 @@ from typing import Any, Sequence
 from atlas_router.core.images import ImageInput, to_content_parts
 from atlas_router.execution.record import PairRecord
 from atlas_router.pool.pool import Pool
-from atlas_router.serve.controller import Attempt, Controller, GatewayError, Overrides
+from atlas_router.serve.answer import Attempt
+from atlas_router.serve.controller import Controller
+from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import ChatRequest
 from atlas_router.serve.registry import DefaultRule, Pair, RouterRegistry

@@ -1,4 +1,5 @@
-"""The gateway's controller: route a request, execute the chosen pair, fall back, keep breakers.
+"""The one answer path of the gateway and ``atlas ask``: route a request, execute the chosen pair, fall back,
+keep breakers.
 
 One object owns the live pool (swapped whole on reload), the routers, a circuit breaker per upstream
 model and the metrics. A routed request is answered by the first pair of the router's ranking that
@@ -19,14 +20,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from atlas_router.core.images import ImageInput, content_text, load_images
-
+from atlas_router.core.images import ImageInput, content_text
 from atlas_router.config import PoolConfig
 from atlas_router.errors import AtlasError
-from atlas_router.execution.record import PairRecord
 from atlas_router.execution.runner import (PairFailed, completion_record, last_user, pair_messages, run_pair,
                                            stream_pair, upstream_fault, user_content)
 from atlas_router.models.base import ChatModel, Completion, Delta, SamplingParams
@@ -37,252 +35,10 @@ from atlas_router.serve.latency import LatencyBook, within_budget
 from atlas_router.serve.metrics import GatewayMetrics
 from atlas_router.serve.openai_schema import ChatRequest
 from atlas_router.serve.policy import PolicyPath
-from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, close_routers, format_pair, parse_pair
+from atlas_router.serve.registry import Pair, RouterRegistry, RouteResult, close_routers, format_pair
 from atlas_router.serve.settings import GatewaySettings
-
-
-class GatewayError(Exception):
-    """A request the gateway cannot answer: HTTP status, OpenAI error type and code, optional Retry-After."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 retry_after_s: float | None = None, attempts: list["Attempt"] | None = None,
-                 param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.code, self.param = status, kind, code, param
-        self.retry_after_s = retry_after_s
-        self.attempts = attempts or []
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Per-request routing knobs: the cost/quality trade-off, a cost budget, the pairs allowed."""
-
-    alpha: float | None = None
-    max_cost: float | None = None
-    allowed_pairs: frozenset[Pair] | None = None
-    max_latency_s: float | None = None  # drop pairs whose measured latency is over it (serve/latency.py)
-    tolerance: float | None = None  # operating point: cheapest pair within this many accuracy points (not with alpha)
-
-    @classmethod
-    def parse(cls, body: Any, headers: dict[str, str]) -> "Overrides":
-        """From the body's ``atlas`` object and ``x-atlas-alpha``/``-max-cost``/``-allowed-pairs`` headers
-        (the body wins). Bad values raise GatewayError 400."""
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise GatewayError(400, "'atlas' must be an object: {alpha, max_cost, allowed_pairs}", code="bad_atlas_field")
-        unknown = set(body) - {"alpha", "max_cost", "allowed_pairs", "max_latency_s", "tolerance"}
-        if unknown:
-            raise GatewayError(400, f"unknown 'atlas' field(s): {', '.join(sorted(unknown))}", code="bad_atlas_field")
-        alpha = body.get("alpha", headers.get("x-atlas-alpha"))
-        max_cost = body.get("max_cost", headers.get("x-atlas-max-cost"))
-        allowed = body.get("allowed_pairs")
-        if allowed is None and headers.get("x-atlas-allowed-pairs"):
-            allowed = [p.strip() for p in headers["x-atlas-allowed-pairs"].split(",") if p.strip()]
-        alpha_value = _number("alpha", alpha)
-        if alpha_value is not None and alpha_value > 1:
-            raise GatewayError(400, f"atlas alpha must lie in [0, 1] (0: most accurate, 1: cheapest), got {alpha_value:g}",
-                               code="bad_atlas_field")
-        latency = _number("max_latency_s", body.get("max_latency_s", headers.get("x-atlas-max-latency-s")))
-        tolerance = _number("tolerance", body.get("tolerance", headers.get("x-atlas-tolerance")))
-        if tolerance is not None and tolerance > 1:
-            raise GatewayError(400, f"atlas tolerance must lie in [0, 1] (accuracy points: 0.02 = 2 points), got "
-                               f"{tolerance:g}", code="bad_atlas_field")
-        if tolerance is not None and alpha_value is not None:
-            raise GatewayError(400, "atlas alpha and tolerance are two operating points; give one",
-                               code="bad_atlas_field")
-        return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed), latency, tolerance)
-
-
-def _number(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise GatewayError(400, f"atlas {name} must be a number, got {value!r}", code="bad_atlas_field") from None
-    if not (number >= 0 and number != float("inf")):
-        raise GatewayError(400, f"atlas {name} must be a finite number >= 0", code="bad_atlas_field")
-    return number
-
-
-def _pairs(value: Any) -> frozenset[Pair] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not value:
-        raise GatewayError(400, "atlas allowed_pairs must be a non-empty list of 'model@@tool'", code="bad_atlas_field")
-    try:
-        return frozenset(parse_pair(p) for p in value)
-    except ValueError as err:
-        raise GatewayError(400, f"atlas allowed_pairs: {err}", code="bad_atlas_field") from None
-
-
-@dataclass
-class Attempt:
-    """One pair tried (or skipped) for a request."""
-
-    model: str
-    tool: str
-    outcome: str  # ok | failed | timeout | skipped
-    error: str | None = None
-    latency_s: float = 0.0
-
-
-@dataclass
-class Answer:
-    """What the gateway sends back: the final text, the pair that produced it, and how it was chosen."""
-
-    requested: str
-    text: str
-    model: str
-    tool: str | None
-    router: str | None
-    input_tokens: int
-    output_tokens: int
-    cost: float
-    latency_s: float
-    finish_reason: str | None = "stop"
-    utility: float | None = None
-    explanation: dict[str, Any] = field(default_factory=dict)
-    attempts: list[Attempt] = field(default_factory=list)
-    estimated_cost: float | None = None
-    overrides: Overrides = Overrides()
-    alpha_applied: bool | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    logprobs: dict[str, Any] | None = None
-    alternatives: list[Completion] = field(default_factory=list)
-    live: "LiveText | None" = None  # the rest of a streamed reply, still being generated
-    question: str = ""  # what the router saw: the last user message, plus its images' descriptions
-    record: PairRecord | None = None  # the answering pair's run (None for a live reply, a policy or a passthrough)
-
-    def take(self, c: Completion, cost: float) -> None:
-        """Adopt a finished completion's text, tokens, finish reason and extras."""
-        self.text, self.input_tokens, self.output_tokens, self.cost = c.text, c.input_tokens, c.output_tokens, cost
-        self.finish_reason = c.finish_reason or "stop"
-        self.tool_calls, self.logprobs, self.alternatives = c.tool_calls, c.logprobs, list(c.alternatives)
-
-    def adopt(self, model: ChatModel, c: Completion | None, first: Delta | None, rest: AsyncIterator[Delta] | None) -> None:
-        """A finished completion (priced by ``model``), or a live reply: its first delta and the rest."""
-        if c is not None:
-            self.take(c, model.cost(c.input_tokens, c.output_tokens))
-        else:
-            assert first is not None and rest is not None
-            self.text, self.live = first.text, LiveText(model, rest)
-
-    async def pieces(self, piece_chars: int) -> AsyncIterator[str]:
-        """The reply's text in order: as generated for a live reply (which then fills in tokens and cost),
-        else the finished text cut into pieces."""
-        if self.live is None:
-            for i in range(0, len(self.text), piece_chars):
-                yield self.text[i:i + piece_chars]
-            return
-        live, self.live = self.live, None
-        if self.text:
-            yield self.text
-        async for delta in live.rest:
-            if delta.text:
-                yield delta.text
-            if delta.completion is not None:
-                self.take(delta.completion, live.model.cost(delta.completion.input_tokens, delta.completion.output_tokens))
-
-    def atlas_field(self) -> dict[str, Any]:
-        """The ``atlas`` object of the response body: pair, cluster, cost and the attempts made."""
-        out: dict[str, Any] = {
-            "router": self.router,
-            "model": self.model,
-            "tool": self.tool,
-            "pair": format_pair((self.model, self.tool)) if self.tool else None,
-            "cost": self.cost,
-            "latency_s": round(self.latency_s, 4),
-            "attempts": [asdict(a) for a in self.attempts],
-            "fallbacks": sum(1 for a in self.attempts if a.outcome != "ok"),
-        }
-        if self.router is not None:
-            out.update(utility=self.utility, cluster=self.explanation.get("cluster"), explanation=self.explanation,
-                       estimated_cost=self.estimated_cost, alpha=self.overrides.alpha, alpha_applied=self.alpha_applied,
-                       max_cost=self.overrides.max_cost)
-            if self.overrides.tolerance is not None:
-                out["tolerance"] = self.overrides.tolerance
-        return out
-
-    def headers(self) -> dict[str, str]:
-        h = {"x-atlas-model": self.model, "x-atlas-attempts": str(len(self.attempts))}
-        if self.live is None:  # a live reply's cost is known only at its end (the final chunk's atlas object)
-            h["x-atlas-cost"] = f"{self.cost:.10g}"
-        if self.tool:
-            h["x-atlas-tool"] = self.tool
-            h["x-atlas-pair"] = format_pair((self.model, self.tool))
-        if self.router:
-            h["x-atlas-router"] = self.router
-        cluster = self.explanation.get("cluster")
-        if cluster is not None:
-            h["x-atlas-cluster"] = str(cluster)
-        return h
-
-
-@dataclass
-class LiveText:
-    """A reply still streaming from ``model``: the deltas after the first."""
-
-    model: ChatModel
-    rest: AsyncIterator[Delta]
-
-
-def question_of(messages: list[dict[str, Any]]) -> str:
-    """What the router sees: the last user message (the pair itself receives the whole conversation)."""
-    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
-    if last is None:
-        raise GatewayError(400, "the conversation has no user message to route", code="no_user_message",
-                           param="messages")
-    question = content_text(messages[last].get("content") or "").strip()
-    if not question:
-        raise GatewayError(400, "the last user message is empty", code="empty_question", param="messages")
-    return question
-
-
-def images_of(messages: list[dict[str, Any]]) -> list[ImageInput]:
-    """The images of the last user message's ``image_url`` parts, loaded and checked as ``core.images``
-    checks what a client sends: data: URLs, http(s) URLs (other hosts than loopback only where remote
-    images are allowed), never local paths. Blocking (a URL may be fetched): call it in a worker thread."""
-    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
-    content = messages[last].get("content") if last is not None else None
-    if not isinstance(content, list):
-        return []
-    urls = []
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "image_url":
-            ref = part.get("image_url")
-            url = ref.get("url") if isinstance(ref, dict) else ref
-            if not isinstance(url, str):
-                raise GatewayError(400, "an image_url part has no 'url' string", code="bad_image", param="messages")
-            urls.append(url)
-    return load_images(urls, allow_local=False) if urls else []
-
-
-def sampling_of(req: ChatRequest) -> SamplingParams:
-    fmt = req.response_format.model_dump(exclude_none=True) if req.response_format else None
-    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    return SamplingParams(temperature=req.temperature, top_p=req.top_p,
-                          max_tokens=req.max_completion_tokens or req.max_tokens, seed=req.seed, stop=req.stop_list(),
-                          presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-                          n=req.n or 1, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs,
-                          response_format=fmt, tools=tools, tool_choice=req.tool_choice)
-
-
-async def open_first(stream: AsyncIterator[Delta]
-                     ) -> tuple[Completion | None, Delta | None, AsyncIterator[Delta] | None]:
-    """Wait for a stream's first delta, so that a failing model or pair fails here (and can be replaced)
-    rather than after the response has started; the stream is closed if that fails. Returns (completion, None, None) when
-    it is already the whole reply, else (None, first delta, the rest)."""
-    try:
-        first = await anext(stream)
-    except BaseException:
-        await stream.aclose()
-        raise
-    if first.completion is not None:
-        await stream.aclose()
-        return first.completion, None, None
-    return None, first, stream
+from atlas_router.serve.answer import Answer, Attempt, open_first
+from atlas_router.serve.request import GatewayError, Overrides, images_of, question_of, sampling_of
 
 
 def estimate_cost(config: PoolConfig, pair: Pair, prompt_chars: int, max_tokens: int | None) -> float:

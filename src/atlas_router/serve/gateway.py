@@ -35,7 +35,9 @@ from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.auth import KeyRing, bearer_token
-from atlas_router.serve.controller import Answer, Controller, GatewayError, Overrides
+from atlas_router.serve.answer import Answer
+from atlas_router.serve.controller import Controller
+from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.feedback import FeedbackError, online_routers, take_feedback
 from atlas_router.serve.logs import gateway_logger
 from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from atlas_router.errors import AtlasError, UnknownNameError
 from atlas_router.pool.pool import Pool
-from atlas_router.serve.controller import sampling_of
+from atlas_router.serve.request import sampling_of
 from atlas_router.serve.openai_schema import ChatRequest, choice_body, completion_body, error_body
 
 

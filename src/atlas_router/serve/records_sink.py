@@ -198,7 +198,7 @@ class RecordSink:
 
 def prompt_of(req: Any) -> str:
     """What the router saw of a chat request: its last user message ("" when it has none)."""
-    from atlas_router.serve.controller import GatewayError, question_of
+    from atlas_router.serve.request import GatewayError, question_of
 
     try:
         return question_of([m.model_dump(exclude_none=True) for m in req.messages])
