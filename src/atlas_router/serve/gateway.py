@@ -234,92 +234,124 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         pool = pool_loader()
     keys = keys if keys is not None else KeyRing.from_sources(settings.api_keys_sha256)
     admin_keys = admin_keys if admin_keys is not None else KeyRing.from_sources(settings.admin_keys_sha256, admin=True)
-    started = int(time.time())  # /v1/models "created": stable for the gateway's lifetime
-    metrics = GatewayMetrics()
     holder: dict[str, Controller] = {}
-    registry = RouterRegistry(DefaultRule(lambda: holder["c"].pool.config))
-    loaders = router_loaders or {}
+    registry = _registry(DefaultRule(lambda: holder["c"].pool.config), routers, router_loaders, settings)
+    controller = holder["c"] = Controller(pool, registry, settings, GatewayMetrics(), pool_loader=pool_loader)
+    return _Gateway(controller, settings, keys, admin_keys, handle_sighup).app()
+
+
+def _registry(default: DefaultRule, routers: dict[str, Any] | None, loaders: dict[str, Callable[[], Any]] | None,
+              settings: GatewaySettings) -> RouterRegistry:
+    """The routers by gateway name; with records on, cluster routers also learn from feedback at once."""
+    registry = RouterRegistry(default)
+    routers, loaders = dict(routers or {}), dict(loaders or {})
     if settings.records is not None:  # feedback moves cluster routers' decisions at once (serve/feedback.py)
-        routers, loaders = online_routers(routers or {}, loaders, settings.records.dir)
-    for name, router in (routers or {}).items():
+        routers, loaders = online_routers(routers, loaders, settings.records.dir)
+    for name, router in routers.items():
         registry.register(name, router, loader=loaders.get(name))
     for name, load in loaders.items():
-        if name not in (routers or {}):
+        if name not in routers:
             registry.register(name, load(), loader=load)
-    controller = Controller(pool, registry, settings, metrics, pool_loader=pool_loader)
-    holder["c"] = controller
-    admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
-    metrics.in_flight.set_function(lambda: admission.running)
-    metrics.queued.set_function(lambda: admission.waiting)
-    log = gateway_logger()
-    background: set[asyncio.Task[Any]] = set()
-    rec = settings.records
-    sink = RecordSink(rec.dir, rec.prompts, rec.flush_s) if rec is not None else None  # records of answers, feedback
+    return registry
 
-    async def reload(source: str) -> dict[str, Any]:
+
+class _Gateway:
+    """The HTTP side of one gateway: admission, logs, records and metrics around the controller, one method
+    per endpoint."""
+
+    def __init__(self, controller: Controller, settings: GatewaySettings, keys: KeyRing, admin_keys: KeyRing,
+                 handle_sighup: bool) -> None:
+        self.controller, self.settings, self.keys, self.admin_keys = controller, settings, keys, admin_keys
+        self.registry, self.metrics = controller.routers, controller.metrics
+        self.handle_sighup = handle_sighup
+        self.started = int(time.time())  # /v1/models "created": stable for the gateway's lifetime
+        self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
+        self.metrics.in_flight.set_function(lambda: self.admission.running)
+        self.metrics.queued.set_function(lambda: self.admission.waiting)
+        self.log = gateway_logger()
+        self.background: set[asyncio.Task[Any]] = set()
+        rec = settings.records
+        self.sink = RecordSink(rec.dir, rec.prompts, rec.flush_s) if rec is not None else None  # answers, feedback
+
+    def app(self) -> FastAPI:
+        settings, keys, admin_keys = self.settings, self.keys, self.admin_keys
+        app = FastAPI(title="atlas-router gateway", lifespan=self.lifespan, docs_url=None, redoc_url=None,
+                      openapi_url=None)
+        app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+        metrics_public = (settings.metrics_public if settings.metrics_public is not None
+                          else not (keys.enabled or admin_keys.enabled))  # default: public only with no keys at all
+        app.add_middleware(AuthMiddleware, keys=keys, metrics_public=metrics_public, admin_keys=admin_keys)
+        app.state.controller, app.state.metrics, app.state.admission = self.controller, self.metrics, self.admission
+        app.add_exception_handler(StarletteHTTPException, self.http_error)  # type: ignore[arg-type]
+        app.add_exception_handler(RequestValidationError, self.bad_request)  # type: ignore[arg-type]
+        app.post("/v1/chat/completions")(self.chat)
+        app.post("/v1/feedback")(self.feedback)
+        app.get("/v1/models")(self.models)
+        app.get("/health")(self.health)
+        app.get("/metrics")(self.prometheus)
+        app.post("/admin/reload")(self.admin_reload)
+        return app
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def reload(self, source: str) -> dict[str, Any]:
         try:
-            summary = await controller.reload()
+            summary = await self.controller.reload()
         except Exception as err:
-            metrics.reloads.labels(outcome="failed").inc()
-            log.warning("pool reload failed", extra={"event": "reload", "source": source, "error": str(err)})
+            self.metrics.reloads.labels(outcome="failed").inc()
+            self.log.warning("pool reload failed", extra={"event": "reload", "source": source, "error": str(err)})
             raise
-        metrics.reloads.labels(outcome="ok").inc()
-        log.info("pool reloaded", extra={"event": "reload", "source": source, **summary})
+        self.metrics.reloads.labels(outcome="ok").inc()
+        self.log.info("pool reloaded", extra={"event": "reload", "source": source, **summary})
         return summary
 
-    def on_sighup() -> None:
-        task = asyncio.get_running_loop().create_task(reload("sighup"))
-        background.add(task)
-        task.add_done_callback(lambda t: (background.discard(t), t.cancelled() or t.exception()))
+    def on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload("sighup"))
+        self.background.add(task)
+        task.add_done_callback(lambda t: (self.background.discard(t), t.cancelled() or t.exception()))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if handle_sighup and hasattr(signal, "SIGHUP"):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
-        if sink is not None:
-            sink.start()
-        for name, error in (await asyncio.to_thread(registry.warm)).items():
-            log.warning("router failed its warm-up query", extra={"event": "warm", "router": name, "error": error})
-        log.info("gateway started", extra={"event": "start", "models": controller.model_names(),
-                                           "routers": registry.names(), "auth": keys.enabled})
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        sighup = self.handle_sighup and hasattr(signal, "SIGHUP")
+        if sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.on_sighup)
+        if self.sink is not None:
+            self.sink.start()
+        for name, error in (await asyncio.to_thread(self.registry.warm)).items():
+            self.log.warning("router failed its warm-up query", extra={"event": "warm", "router": name, "error": error})
+        self.log.info("gateway started", extra={"event": "start", "models": self.controller.model_names(),
+                                                "routers": self.registry.names(), "auth": self.keys.enabled})
         try:
             yield
         finally:
-            if handle_sighup and hasattr(signal, "SIGHUP"):
+            if sighup:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-            await controller.aclose()
-            if sink is not None:
-                await sink.aclose()
-            log.info("gateway stopped", extra={"event": "stop"})
+            await self.controller.aclose()
+            if self.sink is not None:
+                await self.sink.aclose()
+            self.log.info("gateway stopped", extra={"event": "stop"})
 
-    app = FastAPI(title="atlas-router gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    metrics_public = (settings.metrics_public if settings.metrics_public is not None
-                      else not (keys.enabled or admin_keys.enabled))  # default: public only with no keys at all
-    app.add_middleware(AuthMiddleware, keys=keys, metrics_public=metrics_public, admin_keys=admin_keys)
-    app.state.controller = controller
-    app.state.metrics = metrics
-    app.state.admission = admission
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # -- errors -----------------------------------------------------------------------------------
+    async def http_error(self, request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Framework errors (unknown path, wrong method) in the OpenAI error shape."""
         return _error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(self, request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        metrics.errors.labels(kind="bad_request").inc()
+        self.metrics.errors.labels(kind="bad_request").inc()
         return _error_response(400, f"{loc or 'body'}: {first.get('msg')}", "invalid_request_error", "bad_request")
 
-    def account(answer: Answer) -> None:
+    # -- chat -------------------------------------------------------------------------------------
+    def account(self, answer: Answer) -> None:
+        metrics = self.metrics
         metrics.cost.labels(model=answer.model, tool=answer.tool or "").inc(answer.cost)
         metrics.tokens.labels(model=answer.model, direction="input").inc(answer.input_tokens)
         metrics.tokens.labels(model=answer.model, direction="output").inc(answer.output_tokens)
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Response:
+    async def chat(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``: admission, the controller's answer, then the response (streamed or
+        whole), its log line, metrics and record."""
+        metrics, log, controller = self.metrics, self.log, self.controller
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         try:
             req = parse_chat_request(await request.body())
@@ -335,7 +367,7 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         try:
             overrides = Overrides.parse((req.model_extra or {}).get("atlas"), dict(request.headers))
             try:
-                await stack.enter_async_context(admission.slot())
+                await stack.enter_async_context(self.admission.slot())
             except Rejected as err:
                 raise GatewayError(429, str(err), kind="rate_limit_error", code="gateway_busy",
                                    retry_after_s=err.retry_after_s) from None
@@ -373,17 +405,17 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
         if req.stream:
             async def done(final: Answer, failure: BaseException | None) -> None:
                 await stack.aclose()
-                account(final)
-                if sink is not None and failure is None:
-                    sink.answered(request_id, req, final, fields["key_id"])
+                self.account(final)
+                if self.sink is not None and failure is None:
+                    self.sink.answered(request_id, req, final, fields["key_id"])
                 log.info("request answered" if failure is None else "stream failed",
                          extra={**fields, "cost": final.cost, "error": str(failure) if failure else None})
 
             return StreamingResponse(_sse(answer, req, request_id, fingerprint, done), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
-        account(answer)
-        if sink is not None:
-            sink.answered(request_id, req, answer, fields["key_id"])
+        self.account(answer)
+        if self.sink is not None:
+            self.sink.answered(request_id, req, answer, fields["key_id"])
         log.info("request answered", extra={**fields, "cost": answer.cost})
         choices = [choice_body(0, answer.text, answer.finish_reason, answer.tool_calls, answer.logprobs)]
         choices += [choice_body(i, c.text, c.finish_reason, c.tool_calls, c.logprobs)
@@ -392,35 +424,35 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
                                extra={"id": request_id, "atlas": answer.atlas_field()})
         return JSONResponse(body, headers=headers)
 
-    @app.post("/v1/feedback")
-    async def feedback(request: Request) -> JSONResponse:
+    # -- the other endpoints ----------------------------------------------------------------------
+    async def feedback(self, request: Request) -> JSONResponse:
         """A score for an answer (serve/feedback.py): a record, and counts for the online router."""
         try:
-            body = await take_feedback(await request.body(), sink, registry, getattr(request.state, "key_id", None))
+            body = await take_feedback(await request.body(), self.sink, self.registry,
+                                       getattr(request.state, "key_id", None))
         except FeedbackError as err:
             return _error_response(err.status, str(err), "invalid_request_error", err.code, param=err.param)
         return JSONResponse(body)
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        created = started
-        data = [{"id": n, "object": "model", "created": created, "owned_by": "atlas-router"} for n in registry.names()]
-        data += [{"id": n, "object": "model", "created": created, "owned_by": "pool"} for n in controller.model_names()]
+    async def models(self) -> dict[str, Any]:
+        created = self.started
+        data = [{"id": n, "object": "model", "created": created, "owned_by": "atlas-router"}
+                for n in self.registry.names()]
+        data += [{"id": n, "object": "model", "created": created, "owned_by": "pool"}
+                 for n in self.controller.model_names()]
         return {"object": "list", "data": data}
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": controller.model_names(), "routers": registry.names(),
-                "running": admission.running, "queued": admission.waiting, "circuits": controller.breakers.states()}
+    async def health(self) -> dict[str, Any]:
+        return {"status": "ok", "models": self.controller.model_names(), "routers": self.registry.names(),
+                "running": self.admission.running, "queued": self.admission.waiting,
+                "circuits": self.controller.breakers.states()}
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+    async def prometheus(self) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.post("/admin/reload")
-    async def admin_reload() -> Response:
+    async def admin_reload(self) -> Response:
         try:
-            summary = await reload("admin")
+            summary = await self.reload("admin")
         except AtlasError as err:
             return _error_response(400, f"reload failed, still serving the previous pool: {err}",
                                    "invalid_request_error", "reload_failed")
@@ -428,6 +460,3 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
             return _error_response(500, f"reload failed ({type(err).__name__}), still serving the previous pool",
                                    "server_error", "reload_failed")
         return JSONResponse({"status": "reloaded", **summary})
-
-    return app
-
