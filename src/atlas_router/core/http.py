@@ -1,5 +1,6 @@
-"""One HTTP retry policy and client factory for every call the library makes: models, embedding
-endpoints, reward models and web search.
+"""One HTTP retry policy for every call the library makes (models, embedding endpoints, reward models,
+web search), and the httpx client factory for all but model calls (those share one aiohttp pool per
+upstream, ``models/http_clients.py``, for speed).
 
 Why one: the same upstream blip (a 429 with ``Retry-After``, a 503 while a server restarts, a dropped
 connection) deserves the same answer wherever it happens, and four hand-written loops had drifted apart
@@ -13,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import httpx
 
@@ -29,7 +30,12 @@ def backoff_s(attempt: int, retry_after: float = 0.0) -> float:
     return max(retry_after, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt) * (0.5 + random.random()))
 
 
-def retry_after_s(response: httpx.Response) -> float:
+class _HasHeaders(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def retry_after_s(response: _HasHeaders) -> float:
     """The wait a response asks for (``Retry-After`` in seconds), 0 when it asks none."""
     value = response.headers.get("retry-after", "")
     return float(value) if value.isdigit() else 0.0

@@ -1,87 +1,158 @@
-"""One keep-alive HTTP connection pool per upstream, shared by every model that points at it.
+"""One keep-alive HTTP connection pool per upstream model server, shared by every model that points at it.
 
-Why: a client per model (or per call) opens new TCP connections under load, and httpx keeps only 20
-idle connections by default, so at 64 concurrent calls most connections were closed after each reply
-and opened again for the next. Here every model on the same origin (scheme, host, port) in the same
-event loop borrows one ``Upstream`` whose idle connections all stay open; concurrency is bounded by
-each model's own semaphore, not by the pool. Per-model settings (key, timeout) go with each request.
-The last model to let go closes it.
+Why a pool per origin: a client per model (or per call) opens new TCP connections under load. Every
+model on the same origin (scheme, host, port) in the same event loop borrows one ``Upstream`` whose idle
+connections stay open; concurrency is bounded by each model's own semaphore, not by the pool.
+Per-model settings (key, timeout) go with each request. The last model to let go closes it.
 
-An ``Upstream`` spreads its calls over httpx clients of at most ``SHARD_CALLS`` calls in flight each:
-httpx's pool does work per request that grows with its number of connections, so one client with 64
-connections served half the calls per second of four with 16 (bench/pair_throughput.py, same server).
+Why aiohttp and not httpx (which the library's other, lighter calls use through ``core.http``): model
+calls are the gateway's hot path, and httpx's pool does work per request that grows with its number of
+connections (it polls each idle socket). Against the same loopback upstream at 32 calls in flight,
+aiohttp took about a tenth of httpx's CPU per call (~0.2 ms against ~2 ms, ``bench/pair_throughput.py``
+prints the ratio), which was half of the gateway's whole CPU per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
+import atexit
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
-KEEPALIVE_EXPIRY_S = 30.0
-SHARD_CALLS = 16
+
+class UpstreamTimeout(Exception):
+    """No connection or no bytes from the upstream within the call's timeout."""
+
+
+class UpstreamUnreachable(Exception):
+    """The connection failed or dropped before a whole response came."""
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """A whole response: status, headers (lower-case names) and body."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
 
 
 def origin(url: str) -> str:
     """``scheme://host:port`` of a URL: the unit connections are pooled by."""
-    u = httpx.URL(url)
-    return f"{u.scheme}://{u.host}:{u.port or (443 if u.scheme == 'https' else 80)}"
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
+
+
+def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """``seconds`` to connect and between bytes read, as httpx's timeout means (a long answer that keeps
+    coming is not cut off)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
 class Upstream:
-    """Keep-alive connections to one origin; each call goes to the least busy shard (a new shard opens
-    when all carry ``SHARD_CALLS``)."""
+    """Keep-alive connections to one origin (no cap on their number: the models' semaphores bound it)."""
 
     def __init__(self) -> None:
-        self._shards: list[httpx.AsyncClient] = []
-        self._busy: list[int] = []
+        self._session: aiohttp.ClientSession | None = None
         self.users = 0
         self.is_closed = False
 
-    def _shard(self) -> int:
-        best = min(range(len(self._shards)), key=self._busy.__getitem__, default=-1)
-        if best < 0 or self._busy[best] >= SHARD_CALLS:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None,
-                                  keepalive_expiry=KEEPALIVE_EXPIRY_S)
-            self._shards.append(httpx.AsyncClient(limits=limits, timeout=None))
-            self._busy.append(0)
-            best = len(self._shards) - 1
-        return best
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _open(self) -> aiohttp.ClientSession:
         if self.is_closed:
-            raise httpx.ConnectError("the shared client of this upstream is closed")
-        i = self._shard()
-        self._busy[i] += 1
+            raise UpstreamUnreachable("the shared client of this upstream is closed")
+        if self._session is None:  # made in the loop that uses it (aiohttp binds a session to one loop)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=True,
+                                                  skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def request(self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> UpstreamResponse:
+        """The whole response to one request; UpstreamTimeout or UpstreamUnreachable when none came."""
         try:
-            return await self._shards[i].request(method, url, **kwargs)
-        finally:
-            self._busy[i] -= 1
+            async with self._open().request(method, url, json=json_body, headers=headers,
+                                            timeout=_timeout(timeout)) as r:
+                content = await r.read()
+                return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, content)
+        except TimeoutError:
+            raise UpstreamTimeout(f"timeout after {timeout:g}s" if timeout else "timeout") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamUnreachable(f"{type(err).__name__}: {err}".rstrip(": ")) from None
 
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.request("POST", url, **kwargs)
+    async def post(self, url: str, json_body: Any, headers: dict[str, str] | None = None,
+                   timeout: float | None = None) -> UpstreamResponse:
+        return await self.request("POST", url, json_body=json_body, headers=headers, timeout=timeout)
 
-    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.request("GET", url, **kwargs)
+    async def get(self, url: str, headers: dict[str, str] | None = None, timeout: float | None = None) -> UpstreamResponse:
+        return await self.request("GET", url, headers=headers, timeout=timeout)
 
-    @property
-    def shards(self) -> int:
-        return len(self._shards)
+    async def stream_lines(self, url: str, json_body: Any, headers: dict[str, str] | None = None,
+                           timeout: float | None = None) -> AsyncIterator[UpstreamResponse | str]:
+        """A streamed POST: first the response (whole, with its body, unless it is a 200 event stream),
+        then, for an event stream, its lines as they arrive (without line ends)."""
+        try:
+            async with self._open().post(url, json=json_body, headers=headers, timeout=_timeout(timeout)) as r:
+                headers_seen = {k.lower(): v for k, v in r.headers.items()}
+                if r.status != 200 or not headers_seen.get("content-type", "").startswith("text/event-stream"):
+                    yield UpstreamResponse(r.status, headers_seen, await r.read())
+                    return
+                yield UpstreamResponse(r.status, headers_seen, b"")
+                async for raw in r.content:
+                    yield raw.decode("utf-8", "replace").rstrip("\r\n")
+        except TimeoutError:
+            raise UpstreamTimeout(f"timeout after {timeout:g}s" if timeout else "timeout") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamUnreachable(f"{type(err).__name__}: {err}".rstrip(": ")) from None
 
     async def aclose(self) -> None:
         self.is_closed = True
-        for client in self._shards:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def abandon(self) -> None:
+        """Let the connections go without the event loop (it has closed, so nothing can be awaited): what
+        aiohttp does itself when it finds a session unclosed, without its warning."""
+        self.is_closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            connector = session.connector
+            session.detach()
+            if connector is not None:
+                connector._close()  # noqa: SLF001 - aiohttp's own synchronous close (as in its __del__)
 
 
-_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Upstream]]" = weakref.WeakKeyDictionary()
+# Pools by event loop (a session belongs to one loop). Sessions hold their loop, so a weak mapping would
+# never drop an entry: the pools of loops that have closed without their models being closed (a script's
+# asyncio.run) are abandoned when the next loop asks for a pool, and at exit.
+_by_loop: dict[asyncio.AbstractEventLoop, dict[str, Upstream]] = {}
+
+
+def _abandon_closed_loops() -> None:
+    for loop in [loop for loop in _by_loop if loop.is_closed()]:
+        for up in _by_loop.pop(loop).values():
+            up.abandon()
+
+
+atexit.register(_abandon_closed_loops)
 
 
 def acquire(url: str) -> Upstream:
     """The running loop's shared pool for ``url``'s origin; pair every call with ``release``."""
-    pools = _by_loop.setdefault(asyncio.get_running_loop(), {})
+    loop = asyncio.get_running_loop()
+    if loop not in _by_loop:
+        _abandon_closed_loops()
+    pools = _by_loop.setdefault(loop, {})
     up = pools.get(origin(url))
     if up is None or up.is_closed:
         up = pools[origin(url)] = Upstream()
@@ -101,6 +172,8 @@ async def release(url: str, up: Upstream) -> None:
     up.users -= 1
     if up.users <= 0:
         del pools[origin(url)]
+        if not pools:
+            del _by_loop[loop]
         await up.aclose()
 
 

@@ -13,10 +13,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from atlas_router.config import ModelSpec
-from atlas_router.core.http import RETRY_STATUS, async_client, backoff_s, retry_after_s
+from atlas_router.core.http import RETRY_STATUS, backoff_s, retry_after_s
 from atlas_router.errors import BackendError
 from atlas_router.models import http_clients
 from atlas_router.models.base import ChatModel, Completion, Delta, Message, SamplingParams
@@ -105,16 +103,15 @@ class OpenAIChatModel(ChatModel):
             try:
                 client = self._http()
                 async with self._sem:
-                    response = await client.post(url, json=body, headers=self._headers,
-                                                 timeout=self.spec.timeout_s)
+                    response = await client.post(url, body, self._headers, self.spec.timeout_s)
                 return self._parse(response, messages)
             except _Retryable as err:
                 last = str(err)
                 delay = getattr(err, "retry_after", 0.0)
-            except httpx.TimeoutException:
+            except http_clients.UpstreamTimeout:
                 last = f"timeout after {self.spec.timeout_s:g}s"
-            except httpx.TransportError as err:
-                last = f"connection failed: {type(err).__name__}: {err}".rstrip(": ")
+            except http_clients.UpstreamUnreachable as err:
+                last = f"connection failed: {err}"
             if attempt < self.spec.max_retries:
                 await asyncio.sleep(backoff_s(attempt, delay))
         tries = self.spec.max_retries + 1
@@ -123,9 +120,8 @@ class OpenAIChatModel(ChatModel):
     async def _stream(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[Delta]:
         """The reply as the endpoint streams it (server-sent events), so a stream through the gateway is
         live end to end. Requests that need the whole reply (tools, n > 1, logprobs) are answered whole.
-        No retries: the gateway falls back to another pair before the first token instead. Each stream
-        has a connection of its own: generation takes seconds, a loopback or LAN connect far less, and
-        the shared keep-alive pool stays with the short calls."""
+        No retries: the gateway falls back to another pair before the first token instead. A stream holds
+        one of the upstream's shared connections until its last event (the pool has no cap to starve)."""
         if params.tools or params.n > 1 or params.logprobs:
             async for delta in super()._stream(messages, params):
                 yield delta
@@ -134,21 +130,21 @@ class OpenAIChatModel(ChatModel):
         where = f"model '{self.name}' at {self.base_url}"
         pieces: list[str] = []
         finish, usage = None, {}
-        self._http()  # this event loop's semaphore
+        client = self._http()
         try:
-            async with self._sem, async_client(self.spec.timeout_s) as http:
-                async with http.stream("POST", f"{self.base_url}/chat/completions", json=body,
-                                       headers=self._headers) as response:
+            async with self._sem:
+                lines = client.stream_lines(f"{self.base_url}/chat/completions", body, self._headers,
+                                            self.spec.timeout_s)
+                try:
+                    response = await anext(lines)
                     if response.status_code != 200:
-                        await response.aread()
                         self._parse(response, messages)  # raises for every error status
                         raise BackendError(f"{where}: HTTP {response.status_code} to a streamed request")
-                    if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                        await response.aread()  # an endpoint that ignores "stream" answers whole
+                    if response.content:  # an endpoint that ignores "stream" answers whole
                         whole = self._parse(response, messages)
                         yield Delta(whole.text, whole)
                         return
-                    async for line in response.aiter_lines():
+                    async for line in lines:
                         data = line[5:].strip() if line.startswith("data:") else ""
                         if not data:
                             continue
@@ -164,12 +160,14 @@ class OpenAIChatModel(ChatModel):
                             if text:
                                 pieces.append(text)
                                 yield Delta(text)
+                finally:
+                    await lines.aclose()
         except _Retryable as err:
             raise BackendError(f"{where}: {err}") from None
-        except httpx.TimeoutException:
+        except http_clients.UpstreamTimeout:
             raise BackendError(f"{where}: timeout after {self.spec.timeout_s:g}s") from None
-        except httpx.TransportError as err:
-            raise BackendError(f"{where}: connection failed: {type(err).__name__}: {err}".rstrip(": ")) from None
+        except http_clients.UpstreamUnreachable as err:
+            raise BackendError(f"{where}: connection failed: {err}") from None
         except (json.JSONDecodeError, AttributeError, TypeError) as err:
             raise BackendError(f"{where}: malformed stream event ({type(err).__name__})") from None
         text = "".join(pieces)
@@ -177,7 +175,7 @@ class OpenAIChatModel(ChatModel):
         yield Delta("", Completion(text, prompt if isinstance(prompt, int) else count_message_tokens(messages),
                                    completion if isinstance(completion, int) else count_tokens(text), finish or "stop"))
 
-    def _parse(self, response: httpx.Response, messages: list[Message]) -> Completion:
+    def _parse(self, response: http_clients.UpstreamResponse, messages: list[Message]) -> Completion:
         if response.status_code in RETRY_STATUS:
             err = _Retryable(f"HTTP {response.status_code}: {response.text[:200]!r}")
             err.retry_after = retry_after_s(response)  # type: ignore[attr-defined]
@@ -204,10 +202,9 @@ class OpenAIChatModel(ChatModel):
     async def ping(self) -> str:
         """List the endpoint's models, then make one tiny call."""
         try:
-            r = await self._http().get(f"{self.base_url}/models", headers=self._headers,
-                                       timeout=min(10.0, self.spec.timeout_s))
+            r = await self._http().get(f"{self.base_url}/models", self._headers, min(10.0, self.spec.timeout_s))
             served = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, AttributeError):
+        except (http_clients.UpstreamTimeout, http_clients.UpstreamUnreachable, ValueError, AttributeError):
             served = []
         status = await super().ping()
         if served and self.spec.served_id not in served:

@@ -28,7 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from atlas_router.errors import AtlasError
@@ -47,6 +47,7 @@ from atlas_router.serve.openai_schema import (
     choice_body,
     completion_body,
     error_body,
+    json_bytes,
     parse_chat_request,
 )
 from atlas_router.serve.records_sink import RecordSink
@@ -59,7 +60,7 @@ STREAM_PIECE_CHARS = 24
 
 async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body: dict[str, Any],
                      headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body).encode()
+    data = json_bytes(body)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -162,7 +163,7 @@ def _sse(answer: Answer, req: ChatRequest, completion_id: str, fingerprint: str,
     usage_on = req.include_usage()
 
     def event(body: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(body).encode() + b"\n\n"
+        return b"data: " + json_bytes(body) + b"\n\n"
 
     def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None, **extra: Any) -> bytes:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": req.model,
@@ -200,15 +201,32 @@ def _sse(answer: Answer, req: ChatRequest, completion_id: str, fingerprint: str,
     return events()
 
 
+def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json_bytes(body), status_code=status, headers=headers, media_type="application/json")
+
+
 def _error_response(status: int, message: str, kind: str, code: str | None,
-                    headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, kind=kind, code=code, param=param), status_code=status, headers=headers)
+                    headers: dict[str, str] | None = None, param: str | None = None) -> Response:
+    return _json_response(error_body(message, kind=kind, code=code, param=param), status, headers)
 
 
 def _fingerprint(pool: Pool) -> str:
     """``system_fingerprint``: changes when the served pool's models or tools change (a reload)."""
     blob = json.dumps(pool.config.model_dump(mode="json"), sort_keys=True, default=str)
     return "fp_" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+class _Fingerprints:
+    """The fingerprint of the pool being served, computed once per pool (a reload swaps the pool)."""
+
+    def __init__(self) -> None:
+        self._pool: Pool | None = None
+        self._value = ""
+
+    def of(self, pool: Pool) -> str:
+        if pool is not self._pool:
+            self._pool, self._value = pool, _fingerprint(pool)
+        return self._value
 
 
 def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike[str] | None = None,
@@ -269,6 +287,7 @@ class _Gateway:
         self.metrics.in_flight.set_function(lambda: self.admission.running)
         self.metrics.queued.set_function(lambda: self.admission.waiting)
         self.log = gateway_logger()
+        self.fingerprints = _Fingerprints()
         self.background: set[asyncio.Task[Any]] = set()
         rec = settings.records
         self.sink = RecordSink(rec.dir, rec.prompts, rec.flush_s) if rec is not None else None  # answers, feedback
@@ -331,11 +350,11 @@ class _Gateway:
             self.log.info("gateway stopped", extra={"event": "stop"})
 
     # -- errors -----------------------------------------------------------------------------------
-    async def http_error(self, request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(self, request: Request, exc: StarletteHTTPException) -> Response:
         """Framework errors (unknown path, wrong method) in the OpenAI error shape."""
         return _error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, exc.headers)
 
-    async def bad_request(self, request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def bad_request(self, request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         self.metrics.errors.labels(kind="bad_request").inc()
@@ -387,7 +406,7 @@ class _Gateway:
         metrics.latency.labels(kind=kind).observe(elapsed)
         fields: dict[str, Any] = {"event": "request", "request_id": request_id, "model": req.model, "kind": kind,
                                   "status": status, "latency_ms": round(elapsed * 1000, 2), "stream": req.stream,
-                                  "key_id": getattr(request.state, "key_id", None)}
+                                  "key_id": request.scope.get("state", {}).get("key_id")}
         if error is not None:
             metrics.errors.labels(kind=error.code or error.kind).inc()
             fields.update(error=str(error), attempts=len(error.attempts))
@@ -401,7 +420,7 @@ class _Gateway:
         fields.update(router=answer.router, pair_model=answer.model, pair_tool=answer.tool,
                       attempts=len(answer.attempts), cluster=answer.explanation.get("cluster"))
         headers = {"x-request-id": request_id, **answer.headers()}
-        fingerprint = _fingerprint(controller.pool)
+        fingerprint = self.fingerprints.of(controller.pool)
         if req.stream:
             async def done(final: Answer, failure: BaseException | None) -> None:
                 await stack.aclose()
@@ -421,18 +440,18 @@ class _Gateway:
         choices += [choice_body(i, c.text, c.finish_reason, c.tool_calls, c.logprobs)
                     for i, c in enumerate(answer.alternatives, start=1)]
         body = completion_body(req.model, choices, answer.input_tokens, answer.output_tokens, fingerprint,
-                               extra={"id": request_id, "atlas": answer.atlas_field()})
-        return JSONResponse(body, headers=headers)
+                               extra={"atlas": answer.atlas_field()}, completion_id=request_id)
+        return _json_response(body, headers=headers)
 
     # -- the other endpoints ----------------------------------------------------------------------
-    async def feedback(self, request: Request) -> JSONResponse:
+    async def feedback(self, request: Request) -> Response:
         """A score for an answer (serve/feedback.py): a record, and counts for the online router."""
         try:
             body = await take_feedback(await request.body(), self.sink, self.registry,
-                                       getattr(request.state, "key_id", None))
+                                       request.scope.get("state", {}).get("key_id"))
         except FeedbackError as err:
             return _error_response(err.status, str(err), "invalid_request_error", err.code, param=err.param)
-        return JSONResponse(body)
+        return _json_response(body)
 
     async def models(self) -> dict[str, Any]:
         created = self.started
@@ -459,4 +478,4 @@ class _Gateway:
         except Exception as err:  # e.g. a router file that loads but cannot route: keep serving
             return _error_response(500, f"reload failed ({type(err).__name__}), still serving the previous pool",
                                    "server_error", "reload_failed")
-        return JSONResponse({"status": "reloaded", **summary})
+        return _json_response({"status": "reloaded", **summary})

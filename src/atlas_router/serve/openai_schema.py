@@ -17,6 +17,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+try:
+    import orjson as _orjson
+except ImportError:  # the fast extra is not installed
+    _orjson = None
+
 MAX_TOKENS_LIMIT = 1_048_576  # above any context window served today; 1e30 is a mistake, not a request
 MAX_N = 128  # OpenAI's documented maximum
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -215,10 +220,11 @@ def choice_body(index: int, text: str | None, finish_reason: str | None, tool_ca
 
 
 def completion_body(model: str, choices: list[dict[str, Any]], input_tokens: int, output_tokens: int,
-                    fingerprint: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                    fingerprint: str | None = None, extra: dict[str, Any] | None = None,
+                    completion_id: str | None = None) -> dict[str, Any]:
     """A non-streamed chat.completion object."""
     body: dict[str, Any] = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "id": completion_id or f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -229,6 +235,17 @@ def completion_body(model: str, choices: list[dict[str, Any]], input_tokens: int
     if extra:
         body.update(extra)
     return body
+
+
+def json_bytes(body: Any) -> bytes:
+    """A response body as compact UTF-8 JSON: orjson where installed (the ``fast`` extra; several times
+    cheaper on the gateway's hot path), else the standard library."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(body, option=_orjson.OPT_NON_STR_KEYS | _orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:
+            pass  # a type orjson does not know: the standard library's str() below
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
 def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None,
