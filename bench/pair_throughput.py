@@ -1,8 +1,10 @@
 """Pair-execution throughput against a loopback OpenAI-compatible server in its own process.
 
 Prints pairs/s of ``run_pairs`` at concurrency 1, 16 and 64, the serial loop (one job after another),
-and a bare async httpx client posting the same chat body at 16 and 64 against the same server, all in
-the same run. Binding checks: run_pairs at 64 >= 0.8x the bare client at 64, and faster than at 16.
+and bare async clients posting the same chat body at 16 and 64 against the same server, all in the same
+run: aiohttp (what model calls use, the baseline of the binding check) and httpx (for the CPU per call
+that made the model calls move off it). Binding checks: run_pairs at 64 >= 0.8x the bare aiohttp client at
+64, and faster than at 16.
 The upstream answers after a fixed delay, standing in for a remote model's latency. Best of --repeat.
 
     python bench/pair_throughput.py [--jobs 512] [--delay 0.02] [--repeat 2] [--profile]
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,21 +53,37 @@ async def pairs(pool: Pool, n: int, c: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def bare(url: str, n: int, c: int) -> float:
-    """The floor of any client: ``c`` workers posting one chat body each, on one keep-alive httpx client."""
-    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+async def bare(url: str, n: int, c: int, lib: str = "aiohttp") -> tuple[float, float]:
+    """The floor of any client: ``c`` workers posting one chat body each on one keep-alive client of
+    ``lib``; (requests/s, CPU microseconds per request of this process)."""
     left = iter(range(n))
+
+    def body(i: int) -> dict:
+        return {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 512}
+
+    async def timed(workers: list) -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*workers)
+        return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e6
+
+    if lib == "aiohttp":
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+            async def worker() -> None:
+                for i in left:
+                    async with session.post(f"{url}/v1/chat/completions", json=body(i)) as r:
+                        r.raise_for_status()
+                        await r.json()
+
+            return await timed([worker() for _ in range(c)])
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        async def worker() -> None:
+        async def hworker() -> None:
             for i in left:
-                body = {"model": "m", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 512}
-                r = await http.post(f"{url}/v1/chat/completions", json=body)
+                r = await http.post(f"{url}/v1/chat/completions", json=body(i))
                 r.raise_for_status()
                 r.json()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(c)))
-        return n / (time.perf_counter() - start)
+        return await timed([hworker() for _ in range(c)])
 
 
 def main() -> None:
@@ -81,6 +100,7 @@ def main() -> None:
             pool = make_pool(url)
             await run_pair(pool, "m", "none", "warm-up")
             await bare(url, 64, 64)
+            await bare(url, 64, 64, "httpx")
             base = await serial(pool, max(16, args.jobs // 16))
             print(f"{args.upstream} upstream in its own process, {args.delay * 1000:g} ms per call; "
                   f"{args.jobs} jobs per figure")
@@ -89,15 +109,19 @@ def main() -> None:
             rates["pairs1"] = await pairs(pool, max(16, args.jobs // 16), 1)
             for _ in range(args.repeat):  # interleaved rounds: a load change on a shared machine hits all sides
                 for c in (16, 64):
-                    for key, measure in ((f"pairs{c}", lambda: pairs(pool, args.jobs, c)),
-                                         (f"bare{c}", lambda: bare(url, args.jobs, c))):
-                        rates[key] = max(rates.get(key, 0.0), await measure())
+                    rates[f"pairs{c}"] = max(rates.get(f"pairs{c}", 0.0), await pairs(pool, args.jobs, c))
+                    for lib in ("aiohttp", "httpx"):
+                        rate, cpu = await bare(url, args.jobs, c, lib)
+                        if rate > rates.get(f"{lib}{c}", 0.0):
+                            rates[f"{lib}{c}"], rates[f"{lib}{c}-cpu"] = rate, cpu
             for c in (1, 16, 64):
                 print(f"run_pairs at {c:3d}:   {rates[f'pairs{c}']:8.1f} pairs/s  ratio to serial "
                       f"{rates[f'pairs{c}'] / base:5.2f}x")
             for c in (16, 64):
-                print(f"bare client at {c:3d}: {rates[f'bare{c}']:8.1f} req/s    run_pairs / bare "
-                      f"{rates[f'pairs{c}'] / rates[f'bare{c}']:5.2f}x")
+                for lib in ("aiohttp", "httpx"):
+                    print(f"bare {lib:<7} at {c:3d}: {rates[f'{lib}{c}']:8.1f} req/s, {rates[f'{lib}{c}-cpu']:6.0f} us "
+                          f"CPU/request; run_pairs / it {rates[f'pairs{c}'] / rates[f'{lib}{c}']:5.2f}x")
+            print(f"CPU per request, bare httpx / bare aiohttp at 64: {rates['httpx64-cpu'] / rates['aiohttp64-cpu']:.1f}x")
             if args.profile:
                 from pyinstrument import Profiler
 
@@ -105,7 +129,7 @@ def main() -> None:
                     await pairs(pool, args.jobs, 64)
                 print(prof.output_text(unicode=False, color=False, show_all=False)[:6000])
             await pool.aclose()
-            check("run_pairs at 64 vs bare async client at 64", rates["pairs64"] / rates["bare64"], 0.8)
+            check("run_pairs at 64 vs bare aiohttp client at 64", rates["pairs64"] / rates["aiohttp64"], 0.8)
             check("run_pairs at 64 vs run_pairs at 16", rates["pairs64"] / rates["pairs16"], 1.0)
 
         run(go())
