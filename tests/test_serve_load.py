@@ -54,3 +54,32 @@ def test_no_5xx_at_nominal_load_and_429_past_it():
             again = httpx.post(f"{gw}/v1/chat/completions",
                                json={"model": "atlas", "messages": [{"role": "user", "content": "after"}]})
             assert again.status_code == 200
+
+
+def test_a_full_gateway_refuses_before_parsing_the_request():
+    """While every slot and queue place is taken, the AdmissionGate answers 429 without parsing: a body
+    that would fail validation (a 400 when the gateway has room) is refused as busy, and the refusal is
+    counted under the model's kind."""
+    bad = {"model": "atlas", "messages": "not a list"}
+    with running_server(create_stub_upstream(delay_s=1.0)) as up:
+        pool = http_pool(up, ["echo"])
+        with gateway(pool, max_concurrency=1, max_queue=0) as gw:
+            assert httpx.post(f"{gw}/v1/chat/completions", json=bad).status_code == 400
+
+            async def hold_and_probe() -> tuple[httpx.Response, httpx.Response]:
+                async with httpx.AsyncClient(timeout=30) as http:
+                    slow = asyncio.create_task(http.post(f"{gw}/v1/chat/completions", json={
+                        "model": "atlas", "messages": [{"role": "user", "content": "hold the slot"}]}))
+                    for _ in range(100):  # until the first request holds the only slot
+                        if (await http.get(f"{gw}/health")).json()["running"] == 1:
+                            break
+                        await asyncio.sleep(0.02)
+                    probe = await http.post(f"{gw}/v1/chat/completions", json=bad)
+                    return await slow, probe
+
+            held, probe = asyncio.run(hold_and_probe())
+            assert held.status_code == 200
+            assert probe.status_code == 429 and probe.json()["error"]["code"] == "gateway_busy"
+            assert probe.headers["retry-after"] == "1" and probe.headers["x-request-id"].startswith("chatcmpl-")
+            metrics = httpx.get(f"{gw}/metrics").text
+            assert 'atlas_requests_total{kind="routed",status="429"} 1.0' in metrics

@@ -34,11 +34,19 @@ class Admission:
     def waiting(self) -> int:
         return self.admitted - self.running
 
+    @property
+    def full(self) -> bool:
+        """Every run slot and queue place is taken: the next request is refused."""
+        return self.admitted >= self.max_concurrency + self.max_queue
+
+    def refusal(self) -> Rejected:
+        return Rejected(f"too many requests: {self.running} running and {self.waiting} waiting")
+
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a run slot for the body of the ``async with``; raise Rejected when full."""
-        if self.admitted >= self.max_concurrency + self.max_queue:
-            raise Rejected(f"too many requests: {self.running} running and {self.waiting} waiting")
+        if self.full:
+            raise self.refusal()
         self.admitted += 1
         try:
             try:

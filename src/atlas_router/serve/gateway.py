@@ -115,6 +115,21 @@ class BodyLimitMiddleware:
             await _send_json(send, 413, message)
 
 
+class AdmissionGate:
+    """429 for a chat request that arrives while every run slot and queue place is taken, before its body
+    is parsed or anything else is done: under overload the refusals are what the gateway spends its time
+    on, so each must cost little (the handler still refuses one that finds the gateway full later)."""
+
+    def __init__(self, app: ASGIApp, refuse: Callable[[dict, Callable, Callable], Awaitable[None]],
+                 full: Callable[[], bool]) -> None:
+        self.app, self.refuse, self.full = app, refuse, full
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" and self.full():
+            return await self.refuse(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class AuthMiddleware:
     """401 unless a valid key comes with requests to /v1; /admin (and /metrics unless public) want an
     admin key: 401 without one, 403 for an API key. With no keys at all the gateway is open (loopback)."""
@@ -199,6 +214,15 @@ def _sse(answer: Answer, req: ChatRequest, completion_id: str, fingerprint: str,
             await on_done(answer, failure)
 
     return events()
+
+
+def _peek_model(raw: bytes) -> str | None:
+    """The ``model`` of a request body, without validating the rest (None when there is none)."""
+    try:
+        model = json.loads(raw).get("model")
+    except (ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) else None
 
 
 def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -296,6 +320,7 @@ class _Gateway:
         settings, keys, admin_keys = self.settings, self.keys, self.admin_keys
         app = FastAPI(title="atlas-router gateway", lifespan=self.lifespan, docs_url=None, redoc_url=None,
                       openapi_url=None)
+        app.add_middleware(AdmissionGate, refuse=self.refuse_busy, full=lambda: self.admission.full)
         app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
         metrics_public = (settings.metrics_public if settings.metrics_public is not None
                           else not (keys.enabled or admin_keys.enabled))  # default: public only with no keys at all
@@ -361,6 +386,26 @@ class _Gateway:
         return _error_response(400, f"{loc or 'body'}: {first.get('msg')}", "invalid_request_error", "bad_request")
 
     # -- chat -------------------------------------------------------------------------------------
+    async def refuse_busy(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """The AdmissionGate's 429: the body is read only to name the model kind in the metrics."""
+        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        raw, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+        model = _peek_model(raw)
+        kind = self.controller.kind_of(model) if model is not None else "invalid"
+        err = self.admission.refusal()
+        self.metrics.requests.labels(kind=kind, status="429").inc()
+        self.metrics.errors.labels(kind="gateway_busy").inc()
+        self.log.info("request refused", extra={"event": "request", "request_id": request_id, "model": model,
+                                                "kind": kind, "status": 429, "error": str(err)})
+        await _send_json(send, 429, error_body(str(err), kind="rate_limit_error", code="gateway_busy"),
+                         {"x-request-id": request_id, "retry-after": str(max(1, round(err.retry_after_s)))})
+
     def account(self, answer: Answer) -> None:
         metrics = self.metrics
         metrics.cost.labels(model=answer.model, tool=answer.tool or "").inc(answer.cost)
