@@ -5,8 +5,10 @@ The upstream (a fixed-latency OpenAI-compatible app) runs in its own process, an
 another. For each level it reports throughput and p50/p99 latency calling the upstream directly, then
 through the gateway (model ``atlas``: routing plus pair execution), and the latency the gateway adds. The
 gateway admits ``--max-concurrency`` requests and queues ``--max-queue`` more: levels up to their sum are
-nominal load (no 5xx, no 429 expected); past it the excess must be refused with 429, not crash anything.
-Request counts and time are bounded; everything stays on 127.0.0.1.
+nominal load (no 5xx, no 429 expected); past it the excess must be refused with 429, not crash anything,
+and a refused client waits what Retry-After asks (``--ignore-retry-after``: it asks again at once). The load
+generator is an aiohttp session (``--client httpx``: httpx clients, which cost several times more CPU per
+request on the same 2 cores). Request counts and time are bounded; everything stays on 127.0.0.1.
 
     python bench/gateway_load.py [--delay 0.02] [--requests 2000] [--max-concurrency 32] [--max-queue 32]
 """
@@ -25,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 import yaml
 
@@ -53,40 +56,68 @@ class Result:
         return self.statuses[200] / self.wall_s if self.wall_s else 0.0
 
 
-async def drive(url: str, model: str, clients: int, total: int, time_cap_s: float) -> Result:
-    """``clients`` closed-loop clients sharing ``total`` requests, stopping early at ``time_cap_s``.
+async def drive(url: str, model: str, clients: int, total: int, time_cap_s: float, lib: str = "aiohttp",
+                honour_retry_after: bool = True) -> Result:
+    """``clients`` closed-loop clients sharing ``total`` requests, stopping early at ``time_cap_s``. A client
+    refused with 429 waits what Retry-After asks before its next request, as the OpenAI SDKs do; with
+    ``honour_retry_after`` off it asks again at once (a retry storm: on a shared 2-core machine the refused
+    clients' own CPU then takes the served ones' share).
 
-    Every 16 clients share one keep-alive httpx client: one httpx client with 128 connections costs
-    several times the CPU per request of eight with 16, and the load generator must not be what is
-    measured."""
+    The load generator shares the machine with what it measures, so it must cost little per request:
+    by default one aiohttp session (~0.2 ms CPU a request here); ``lib="httpx"`` uses httpx clients of 16
+    connections each (one httpx client with 128 connections costs several times more per request), which
+    on 2 cores spends more CPU than the upstream and the gateway together (``--client httpx``)."""
     res = Result()
     left = [total]
     deadline = time.perf_counter() + time_cap_s
-    shards = [httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
-              for _ in range((clients + 15) // 16)]
+
+    def body(c: int) -> dict:
+        return {"model": model, "messages": [{"role": "user", "content": f"What is 2 + 2? ({c}-{left[0]})"}]}
+
+    if lib == "aiohttp":
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                        timeout=aiohttp.ClientTimeout(total=60))
+
+        async def post(c: int) -> tuple[int, str]:
+            async with session.post(f"{url}/v1/chat/completions", json=body(c)) as r:
+                await r.read()
+                return r.status, r.headers.get("retry-after", "")
+
+        async def close() -> None:
+            await session.close()
+    else:
+        shards = [httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=16, max_keepalive_connections=16))
+                  for _ in range((clients + 15) // 16)]
+
+        async def post(c: int) -> tuple[int, str]:
+            r = await shards[c // 16].post(f"{url}/v1/chat/completions", json=body(c))
+            return r.status_code, r.headers.get("retry-after", "")
+
+        async def close() -> None:
+            for http in shards:
+                await http.aclose()
 
     async def client(c: int) -> None:
-        http = shards[c // 16]
         while left[0] > 0 and time.perf_counter() < deadline:
             left[0] -= 1
-            body = {"model": model, "messages": [{"role": "user", "content": f"What is 2 + 2? ({c}-{left[0]})"}]}
             t0 = time.perf_counter()
             try:
-                r = await http.post(f"{url}/v1/chat/completions", json=body)
-            except httpx.HTTPError as err:
+                status, retry_after = await post(c)
+            except (httpx.HTTPError, aiohttp.ClientError, TimeoutError) as err:
                 res.errors[type(err).__name__] += 1
                 continue
-            res.statuses[r.status_code] += 1
-            if r.status_code == 200:
+            res.statuses[status] += 1
+            if status == 200:
                 res.latencies.append(time.perf_counter() - t0)
+            elif status == 429 and honour_retry_after and retry_after.isdigit():
+                await asyncio.sleep(min(float(retry_after), max(0.0, deadline - time.perf_counter())))
 
     try:
         start = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(clients)))
         res.wall_s = time.perf_counter() - start
     finally:
-        for http in shards:
-            await http.aclose()
+        await close()
     return res
 
 
@@ -104,6 +135,10 @@ def main() -> None:
     ap.add_argument("--time-cap", type=float, default=30.0, help="seconds per level and target, at most")
     ap.add_argument("--max-concurrency", type=int, default=32)
     ap.add_argument("--max-queue", type=int, default=32)
+    ap.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                    help="the load generator's HTTP client (the same for direct and gateway)")
+    ap.add_argument("--ignore-retry-after", action="store_true",
+                    help="refused clients ask again at once instead of waiting what Retry-After asks")
     ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (atlas serve --workers)")
     ap.add_argument("--profile", default="", help="write a py-spy profile of the gateway under load to this "
                     "folder (one speedscope file per level; needs py-spy)")
@@ -130,14 +165,16 @@ def main() -> None:
         try:
             wait_up(f"{upstream_url}/v1/models", upstream.is_alive)
             wait_up(f"{gateway_url}/health", lambda: gateway.poll() is None)
-            run(drive(gateway_url, "atlas", 4, 40, 10))  # warm-up: connections, first imports
+            run(drive(gateway_url, "atlas", 4, 40, 10, args.client))  # warm-up: connections, first imports
             nominal = args.max_concurrency + args.max_queue
             print(f"gateway load: upstream latency {args.delay * 1000:g} ms; gateway ({args.workers} worker(s), "
                   f"limits split between them) admits {args.max_concurrency} running + {args.max_queue} queued "
-                  f"(nominal load: <= {nominal} clients)")
+                  f"(nominal load: <= {nominal} clients); load generator: {args.client}, refused clients "
+                  f"{'ask again at once' if args.ignore_retry_after else 'wait what Retry-After asks'}")
             runs: dict[int, tuple[Result, Result]] = {}
             for clients in LEVELS:
-                direct = run(drive(upstream_url, "m", clients, args.requests, args.time_cap))
+                direct = run(drive(upstream_url, "m", clients, args.requests, args.time_cap, args.client,
+                                not args.ignore_retry_after))
                 spy = None
                 if args.profile:
                     Path(args.profile).mkdir(parents=True, exist_ok=True)
@@ -146,7 +183,8 @@ def main() -> None:
                                             str(Path(args.profile) / f"gateway-{clients}.speedscope.json")],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
-                routed = run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap))
+                routed = run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap, args.client,
+                                not args.ignore_retry_after))
                 if spy is not None:
                     spy.send_signal(2)
                     spy.wait(timeout=60)

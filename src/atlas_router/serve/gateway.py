@@ -297,6 +297,25 @@ def _registry(default: DefaultRule, routers: dict[str, Any] | None, loaders: dic
     return registry
 
 
+CHAT_PATH = "/v1/chat/completions"
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI, with ``POST /v1/chat/completions`` answered on a short path: the same key check, body limit
+    and admission (the same middleware classes), then the handler, without FastAPI's routing and its
+    middleware layers. Why: every await in a request resumes the whole chain of coroutine frames above it,
+    and at load the framework's ~20 frames were a third of the gateway's CPU per request."""
+
+    chat_path: ASGIApp | None = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if (self.chat_path is not None and scope["type"] == "http" and scope["path"] == CHAT_PATH
+                and scope["method"] == "POST"):
+            scope["app"] = self
+            return await self.chat_path(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
 class _Gateway:
     """The HTTP side of one gateway: admission, logs, records and metrics around the controller, one method
     per endpoint."""
@@ -318,17 +337,20 @@ class _Gateway:
 
     def app(self) -> FastAPI:
         settings, keys, admin_keys = self.settings, self.keys, self.admin_keys
-        app = FastAPI(title="atlas-router gateway", lifespan=self.lifespan, docs_url=None, redoc_url=None,
-                      openapi_url=None)
-        app.add_middleware(AdmissionGate, refuse=self.refuse_busy, full=lambda: self.admission.full)
-        app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+        app = _GatewayApp(title="atlas-router gateway", lifespan=self.lifespan, docs_url=None, redoc_url=None,
+                          openapi_url=None)
         metrics_public = (settings.metrics_public if settings.metrics_public is not None
                           else not (keys.enabled or admin_keys.enabled))  # default: public only with no keys at all
+        app.add_middleware(AdmissionGate, refuse=self.refuse_busy, full=lambda: self.admission.full)
+        app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
         app.add_middleware(AuthMiddleware, keys=keys, metrics_public=metrics_public, admin_keys=admin_keys)
+        gate = AdmissionGate(self.chat_endpoint, refuse=self.refuse_busy, full=lambda: self.admission.full)
+        app.chat_path = AuthMiddleware(BodyLimitMiddleware(gate, max_bytes=settings.max_body_bytes), keys=keys,
+                                       metrics_public=metrics_public, admin_keys=admin_keys)
         app.state.controller, app.state.metrics, app.state.admission = self.controller, self.metrics, self.admission
         app.add_exception_handler(StarletteHTTPException, self.http_error)  # type: ignore[arg-type]
         app.add_exception_handler(RequestValidationError, self.bad_request)  # type: ignore[arg-type]
-        app.post("/v1/chat/completions")(self.chat)
+        app.post(CHAT_PATH)(self.chat)  # reached through chat_path; registered so other methods get a 405
         app.post("/v1/feedback")(self.feedback)
         app.get("/v1/models")(self.models)
         app.get("/health")(self.health)
@@ -386,6 +408,15 @@ class _Gateway:
         return _error_response(400, f"{loc or 'body'}: {first.get('msg')}", "invalid_request_error", "bad_request")
 
     # -- chat -------------------------------------------------------------------------------------
+    async def chat_endpoint(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """``chat`` as a bare ASGI app, for _GatewayApp's short path."""
+        try:
+            response = await self.chat(Request(scope, receive))
+        except Exception:  # chat answers its own errors; this is the boundary for a bug in building the reply
+            self.log.exception("request failed", extra={"event": "request"})
+            response = _error_response(500, "internal error", "server_error", None)
+        await response(scope, receive, send)
+
     async def refuse_busy(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The AdmissionGate's 429: the body is read only to name the model kind in the metrics."""
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
