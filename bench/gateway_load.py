@@ -121,6 +121,14 @@ async def drive(url: str, model: str, clients: int, total: int, time_cap_s: floa
     return res
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (the gateway's workers)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+
+
 def describe(name: str, r: Result) -> str:
     codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
     errs = f" transport-errors {dict(r.errors)}" if r.errors else ""
@@ -183,8 +191,10 @@ def main() -> None:
                                             str(Path(args.profile) / f"gateway-{clients}.speedscope.json")],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
+                cpu0 = cpu_seconds(gateway.pid)
                 routed = run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap, args.client,
                                 not args.ignore_retry_after))
+                cpu = cpu_seconds(gateway.pid) - cpu0
                 if spy is not None:
                     spy.send_signal(2)
                     spy.wait(timeout=60)
@@ -194,7 +204,8 @@ def main() -> None:
                 print(describe("gateway", routed))
                 print(f"  added by the gateway: p50 {(routed.pct(0.5) - direct.pct(0.5)) * 1000:+.1f} ms, "
                       f"p99 {(routed.pct(0.99) - direct.pct(0.99)) * 1000:+.1f} ms; throughput ratio "
-                      f"{routed.throughput / direct.throughput:.2f}x of direct", flush=True)
+                      f"{routed.throughput / direct.throughput:.2f}x of direct; gateway CPU "
+                      f"{cpu / max(1, sum(routed.statuses.values())) * 1000:.2f} ms per request", flush=True)
             health = httpx.get(f"{gateway_url}/health", timeout=5).json()
             print(f"after the run: running {health['running']}, queued {health['queued']}")
             for clients, (direct, routed) in runs.items():
