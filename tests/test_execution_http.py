@@ -181,3 +181,40 @@ def test_run_pairs_keeps_job_order_and_bounds_concurrency():
     assert [r.answer for r in records] == [str(i) for i in range(40)]
     assert sorted(done, key=int) == [str(i) for i in range(40)]
     assert live["peak"] == 6  # workers keep exactly `concurrency` calls in flight
+
+
+def test_model_calls_go_through_the_proxy_the_environment_names(monkeypatch):
+    """Model calls honour HTTP_PROXY as httpx does (a user behind a corporate proxy): a loopback forward
+    proxy receives the request in absolute form and its answer is the model's."""
+    from atlas_router.models.base import SamplingParams
+
+    seen: list[bytes] = []
+    reply = (b'{"choices":[{"message":{"role":"assistant","content":"Final answer: via proxy"},'
+             b'"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3}}')
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n")[0])
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                     + str(len(reply)).encode() + b"\r\nconnection: close\r\n\r\n" + reply)
+        await writer.drain()
+        writer.close()
+
+    async def go() -> str:
+        server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        pool = http_pool("http://models.example.invalid:8000", ["m"], retries=0)
+        try:
+            completion = await pool.model("m").chat([{"role": "user", "content": "hi"}], SamplingParams())
+        finally:
+            await pool.aclose()
+            server.close()
+        return completion.text
+
+    assert asyncio.run(go()) == "Final answer: via proxy"
+    assert seen == [b"POST http://models.example.invalid:8000/v1/chat/completions HTTP/1.1"]

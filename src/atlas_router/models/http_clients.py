@@ -73,8 +73,8 @@ class Upstream:
         if self.is_closed:
             raise UpstreamUnreachable("the shared client of this upstream is closed")
         if self._session is None:  # made in the loop that uses it (aiohttp binds a session to one loop)
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=True,
-                                                  skip_auto_headers=("User-Agent",))
+            # trust_env: HTTP(S)_PROXY, NO_PROXY and .netrc apply, as they do to httpx's calls
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
         return self._session
 
     async def request(self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
