@@ -218,3 +218,48 @@ def test_model_calls_go_through_the_proxy_the_environment_names(monkeypatch):
 
     assert asyncio.run(go()) == "Final answer: via proxy"
     assert seen == [b"POST http://models.example.invalid:8000/v1/chat/completions HTTP/1.1"]
+
+
+def test_model_calls_trust_the_certificates_the_environment_names(monkeypatch):
+    """An HTTPS upstream whose certificate only SSL_CERT_FILE vouches for (a private CA, as on a company
+    network) is reached; without it the call fails as unverified, never silently unchecked."""
+    import ssl
+    from pathlib import Path
+
+    from atlas_router.models.base import SamplingParams
+
+    support = Path(__file__).parent / "support"
+    reply = (b'{"choices":[{"message":{"role":"assistant","content":"Final answer: over TLS"},'
+             b'"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3}}')
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return  # the client refused the certificate
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                     + str(len(reply)).encode() + b"\r\n\r\n" + reply)
+        await writer.drain()
+        writer.close()
+
+    async def call(trust: bool) -> str:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(support / "loopback_tls.crt", support / "loopback_tls.key")
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0, ssl=tls)
+        port = server.sockets[0].getsockname()[1]
+        if trust:
+            monkeypatch.setenv("SSL_CERT_FILE", str(support / "loopback_tls.crt"))
+        else:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        pool = http_pool(f"https://127.0.0.1:{port}", ["m"], retries=0)
+        try:
+            return (await pool.model("m").chat([{"role": "user", "content": "hi"}], SamplingParams())).text
+        finally:
+            await pool.aclose()
+            server.close()
+
+    assert asyncio.run(call(trust=True)) == "Final answer: over TLS"
+    with pytest.raises(Exception, match="(?i)certificate"):
+        asyncio.run(call(trust=False))

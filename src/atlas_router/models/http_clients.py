@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +63,17 @@ def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
+def _tls_context() -> ssl.SSLContext:
+    """The system's trusted certificates (and SSL_CERT_FILE / SSL_CERT_DIR) plus certifi's bundle, which is
+    what httpx trusts: a minimal image without system certificates still reaches hosted APIs."""
+    context = ssl.create_default_context()
+    with contextlib.suppress(ImportError, OSError):
+        import certifi
+
+        context.load_verify_locations(certifi.where())
+    return context
+
+
 class Upstream:
     """Keep-alive connections to one origin (no cap on their number: the models' semaphores bound it)."""
 
@@ -74,7 +87,8 @@ class Upstream:
             raise UpstreamUnreachable("the shared client of this upstream is closed")
         if self._session is None:  # made in the loop that uses it (aiohttp binds a session to one loop)
             # trust_env: HTTP(S)_PROXY, NO_PROXY and .netrc apply, as they do to httpx's calls
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()),
+                                                  trust_env=True)
         return self._session
 
     async def request(self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
