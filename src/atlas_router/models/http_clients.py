@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 
@@ -63,6 +64,18 @@ def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, minus NO_PROXY), as
+    httpx honours them. Read once per upstream: aiohttp's own ``trust_env`` looks it up (and .netrc) in a
+    worker thread on every request, two thread hops per model call."""
+    parts = urlsplit(url)
+    proxies = getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
 def _tls_context() -> ssl.SSLContext:
     """The system's trusted certificates (and SSL_CERT_FILE / SSL_CERT_DIR) plus certifi's bundle, which is
     what httpx trusts: a minimal image without system certificates still reaches hosted APIs."""
@@ -77,7 +90,8 @@ def _tls_context() -> ssl.SSLContext:
 class Upstream:
     """Keep-alive connections to one origin (no cap on their number: the models' semaphores bound it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = "") -> None:
+        self.proxy = env_proxy(url) if url else None
         self._session: aiohttp.ClientSession | None = None
         self.users = 0
         self.is_closed = False
@@ -86,16 +100,14 @@ class Upstream:
         if self.is_closed:
             raise UpstreamUnreachable("the shared client of this upstream is closed")
         if self._session is None:  # made in the loop that uses it (aiohttp binds a session to one loop)
-            # trust_env: HTTP(S)_PROXY, NO_PROXY and .netrc apply, as they do to httpx's calls
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()),
-                                                  trust_env=True)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()))
         return self._session
 
     async def request(self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
                       timeout: float | None = None) -> UpstreamResponse:
         """The whole response to one request; UpstreamTimeout or UpstreamUnreachable when none came."""
         try:
-            async with self._open().request(method, url, json=json_body, headers=headers,
+            async with self._open().request(method, url, json=json_body, headers=headers, proxy=self.proxy,
                                             timeout=_timeout(timeout)) as r:
                 content = await r.read()
                 return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, content)
@@ -116,7 +128,8 @@ class Upstream:
         """A streamed POST: first the response (whole, with its body, unless it is a 200 event stream),
         then, for an event stream, its lines as they arrive (without line ends)."""
         try:
-            async with self._open().post(url, json=json_body, headers=headers, timeout=_timeout(timeout)) as r:
+            async with self._open().post(url, json=json_body, headers=headers, proxy=self.proxy,
+                                         timeout=_timeout(timeout)) as r:
                 headers_seen = {k.lower(): v for k, v in r.headers.items()}
                 if r.status != 200 or not headers_seen.get("content-type", "").startswith("text/event-stream"):
                     yield UpstreamResponse(r.status, headers_seen, await r.read())
@@ -169,7 +182,7 @@ def acquire(url: str) -> Upstream:
     pools = _by_loop.setdefault(loop, {})
     up = pools.get(origin(url))
     if up is None or up.is_closed:
-        up = pools[origin(url)] = Upstream()
+        up = pools[origin(url)] = Upstream(origin(url))
     up.users += 1
     return up
 
