@@ -17,7 +17,7 @@ registry holds no router, so nothing is ranked but the pool order) and no fallba
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,7 +52,7 @@ class Asked:
         out = self.record.to_dict()
         if self.routing is not None:
             out["routing"] = self.routing
-        out["attempts"] = [asdict(a) for a in self.attempts]
+        out["attempts"] = [a.as_dict() for a in self.attempts]
         if self.record_id is not None:
             out["record_id"] = self.record_id
         return out
