@@ -107,6 +107,7 @@ class WarmStartConfig(_Strict):
     """Supervised warm start on grammar-only demonstrations (random pairs, answer copied; 0 steps: none)."""
 
     steps: int = Field(0, ge=0)
+    pairs_per_task: int = Field(1, ge=1)  # distinct random pairs demonstrated per training question
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0)
 

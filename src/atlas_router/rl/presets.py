@@ -2,9 +2,9 @@
 
 ``cpu-replay``: the tiny policy (2-layer Llama, vocabulary from the training split and the pool's
 names), replay mode, the built-in records (640 queries, 192 held out). The warm start is grammar only
-(random pairs, answers copied), so whatever accuracy PPO adds over it was found from the reward alone.
-``cpu-replay-small``: the same run cut to CI size (30 PPO steps at a third of the learning rate; a
-quarter of the held-out set); the same warm start.
+(every training question routed to each of the pool's 8 pairs, answers copied), so whatever accuracy
+PPO adds over it was found from the reward alone. ``cpu-replay-small``: the same run cut to CI size
+(40 PPO steps; a quarter of the held-out set); the same warm start.
 
 The report measures the policy as initialised (``before``), after the warm start (``warm_start``) and
 after PPO (``after``), beside the scripted baselines of ``report.baselines``. Learning rates are far
@@ -31,11 +31,11 @@ def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max
     return parse_train_config({
         "policy": {"kind": "tiny", "tiny": {"layers": 2, "hidden": 128, "heads": 4, "intermediate": 256}, "seed": 0},
         "data": {"suite": True, "max_eval_tasks": max_eval},
-        "env": {"max_routes": 4, "max_turn_tokens": 96, "max_response_tokens": 256, "temperature": 1.0},
+        "env": {"max_routes": 4, "max_turn_tokens": 160, "max_response_tokens": 320, "temperature": 1.0},
         "ppo": {"steps": ppo_steps, "batch_size": 32, "mini_batch_size": 16, "micro_batch_size": 16, "epochs": 1,
                 "actor_lr": actor_lr, "critic_lr": 1e-3, "kl_coef": 0.001, "kl_type": "k1",
                 "gae_gamma": 1.0, "gae_lambda": 1.0, "clip": 0.2, "value_clip": 0.5},
-        "warm_start": {"steps": 300, "batch_size": 16, "lr": 3e-3},
+        "warm_start": {"steps": 1200, "batch_size": 16, "lr": 3e-3, "pairs_per_task": 8},
         "output": {"dir": out_dir, "checkpoint_every": 10},
         "seed": 0,
         "threads": 1,
@@ -43,8 +43,8 @@ def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max
 
 
 PRESETS: dict[str, Callable[[str], TrainConfig]] = {
-    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=60, actor_lr=3e-4, max_eval=None),
-    "cpu-replay-small": lambda d: _cpu_replay(d, name="cpu-replay-small", ppo_steps=30, actor_lr=1e-4, max_eval=48),
+    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=200, actor_lr=3e-4, max_eval=None),
+    "cpu-replay-small": lambda d: _cpu_replay(d, name="cpu-replay-small", ppo_steps=40, actor_lr=3e-4, max_eval=48),
 }
 
 

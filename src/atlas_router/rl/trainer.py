@@ -140,7 +140,8 @@ class PPOTrainer:
         else:
             ws = self.cfg.warm_start
             if ws.steps > 0:
-                demos = await grammar_demos(self.tokenizer, self.parts.env, self.parts.train_tasks, seed=self.cfg.seed)
+                demos = await grammar_demos(self.tokenizer, self.parts.env, self.parts.train_tasks,
+                                            pairs_per_task=ws.pairs_per_task, seed=self.cfg.seed)
                 self.log(f"warm start (grammar only, random pairs): {len(demos)} demonstrations, {ws.steps} steps")
                 self.warm_start_losses = warm_start(self.actor, demos, steps=ws.steps, batch_size=ws.batch_size,
                                                     lr=ws.lr, pad_id=self.pad_id, seed=self.cfg.seed, log=self.log)

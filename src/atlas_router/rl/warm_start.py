@@ -23,8 +23,10 @@ from atlas_router.rl.protocol import ROUTE_SEP
 from atlas_router.rl.replay import Task
 from atlas_router.rl.rollout import prompt_ids
 
-# The same reasoning for every question: it must carry no hint of which pair suits which question.
-GRAMMAR_THINK = "I route the question to one model and tool, then answer with what comes back."
+# The same reasoning for every question, ending with the question restated: it carries no hint of which
+# pair suits which question, puts the question next to the routing decision, and gives the policy more
+# copying to learn (a 2-layer policy copies observed answers far more reliably when trained this way).
+GRAMMAR_THINK = "I route the question to one model and tool, then answer with what comes back. The question:"
 
 
 @dataclass
@@ -37,34 +39,51 @@ class Demo:
 
 
 def grammar_turns(pair: tuple[str, str], question: str, answer: str) -> tuple[str, str]:
-    """(first turn, final turn) of a demonstration: route ``question`` to ``pair``, answer ``answer``."""
+    """(first turn, final turn) of a demonstration: route ``question`` to ``pair``, answer ``answer``.
+
+    The answer follows a space, as it does in the observation ("Final answer: Colombo"), so that copying
+    it means repeating the same tokens (" Col", "ombo") rather than respelling them ("Col", "ombo").
+    """
     model, tool = pair
-    first = f"<think>{GRAMMAR_THINK}</think>\n<search>{model}{ROUTE_SEP}{tool}: {question}</search>"
-    return first, f"<answer>{answer}</answer>"
+    first = f"<think>{GRAMMAR_THINK} {question}</think>\n<search>{model}{ROUTE_SEP}{tool}: {question}</search>"
+    return first, f"<answer> {answer}</answer>"
 
 
-async def grammar_demos(tokenizer: Any, env: RoutingEnv, tasks: Sequence[Task], *, seed: int = 0) -> list[Demo]:
-    """One demonstration per task, each routed to a uniformly random pair (seeded), answer copied from
-    the observation. Tasks whose drawn pair fails or answers nothing are skipped."""
+async def grammar_demos(tokenizer: Any, env: RoutingEnv, tasks: Sequence[Task], *, pairs_per_task: int = 1,
+                        seed: int = 0) -> list[Demo]:
+    """Demonstrations routing each task to ``pairs_per_task`` distinct pairs drawn uniformly at random
+    (seeded), the answer copied from the observation. Tasks whose drawn pair fails or answers nothing are
+    skipped for that pair.
+
+    Several pairs per question give the same question different answers, so the only rule that fits
+    the demonstrations is to copy the observation; with one pair per question a small policy memorises
+    question -> answer instead (on held-out questions it then writes an answer seen in training).
+    """
     rng = random.Random(seed)
     pairs = env.pool.pairs()
     demos: list[Demo] = []
     eos = tokenizer.eos_token_id
     for task in tasks:
-        pair = rng.choice(pairs)
-        episode = env.reset(task.question)
-        first, _ = grammar_turns(pair, task.question, "")
-        obs = await env.step(episode, first)
-        outcome = episode.turns[-1].outcome
-        if obs is None or outcome is None or outcome.error or not outcome.answer.strip():
-            continue
-        _, second = grammar_turns(pair, task.question, outcome.answer.strip())
-        t1 = list(tokenizer.encode(first, add_special_tokens=False))
-        o = list(tokenizer.encode(obs, add_special_tokens=False))
-        t2 = list(tokenizer.encode(second, add_special_tokens=False)) + ([eos] if eos is not None else [])
-        demos.append(Demo(prompt_ids(tokenizer, env, task.question), t1 + o + t2,
-                          [1] * len(t1) + [0] * len(o) + [1] * len(t2)))
+        for pair in rng.sample(pairs, min(pairs_per_task, len(pairs))):
+            demo = await _demo(tokenizer, env, task, pair, eos)
+            if demo is not None:
+                demos.append(demo)
     return demos
+
+
+async def _demo(tokenizer: Any, env: RoutingEnv, task: Task, pair: tuple[str, str], eos: int | None) -> Demo | None:
+    episode = env.reset(task.question)
+    first, _ = grammar_turns(pair, task.question, "")
+    obs = await env.step(episode, first)
+    outcome = episode.turns[-1].outcome
+    if obs is None or outcome is None or outcome.error or not outcome.answer.strip():
+        return None
+    _, second = grammar_turns(pair, task.question, outcome.answer.strip())
+    t1 = list(tokenizer.encode(first, add_special_tokens=False))
+    o = list(tokenizer.encode(obs, add_special_tokens=False))
+    t2 = list(tokenizer.encode(second, add_special_tokens=False)) + ([eos] if eos is not None else [])
+    return Demo(prompt_ids(tokenizer, env, task.question), t1 + o + t2,
+                [1] * len(t1) + [0] * len(o) + [1] * len(t2))
 
 
 def warm_start(model: Any, demos: Sequence[Demo], *, steps: int, batch_size: int, lr: float, pad_id: int,
