@@ -7,6 +7,7 @@ import torch
 
 from atlas_router.rl.ppo import (
     gae,
+    group_advantages,
     kl_penalty,
     last_token_index,
     masked_whiten,
@@ -116,3 +117,27 @@ def test_value_loss_is_clipped_around_the_old_values_over_the_mask():
     worse = torch.tensor([[0.0, -2.0, 0.0]])  # moving away: the clipped error is larger and wins
     _, frac3 = value_loss(worse, returns, torch.tensor([[0.0, -2.5, 0.0]]), mask, clip=0.3)
     assert float(frac3) == pytest.approx(0.5)
+
+
+def test_group_advantages_compare_episodes_of_the_same_question_only():
+    mask = torch.ones(6, 5)
+    mask[0, 1:3] = 0  # an observation
+    mask[4, 3:] = 0   # padding
+    scores = [1.0, 0.0, 0.0, 0.8, 0.8, 0.8]  # question A: one right of three; question B: all alike
+    rewards = token_rewards(torch.tensor(scores), torch.zeros(6, 5), mask, kl_coef=0.0)
+    adv = group_advantages(rewards, mask, [0, 0, 0, 1, 1, 1])
+    a = torch.tensor(scores[:3])
+    expected = (a - a.mean()) / (a.std() + 1e-6)
+    for row in range(3):
+        assert torch.allclose(adv[row][mask[row] > 0], expected[row].expand(int(mask[row].sum())), atol=1e-5)
+    assert adv[0, 0] > 0 > adv[1, 0] and float(adv[1, 0]) == pytest.approx(float(adv[2, 0]))
+    assert torch.all(adv[3:] == 0), "a group whose episodes all score alike says nothing"
+    assert torch.all(adv[mask == 0] == 0)
+
+
+def test_group_advantages_ignore_the_same_score_on_another_question():
+    """The same episode score counts for or against a choice only against its own question's other episodes."""
+    mask = torch.ones(4, 3)
+    rewards = token_rewards(torch.tensor([0.5, 0.0, 0.5, 1.0]), torch.zeros(4, 3), mask, kl_coef=0.0)
+    adv = group_advantages(rewards, mask, [0, 0, 1, 1])
+    assert adv[0, 0] > 0 > adv[2, 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -52,6 +53,50 @@ async def test_one_step_updates_the_actor_and_critic_but_never_the_reference(tmp
     assert any(not torch.equal(v, trainer.critic.state_dict()[k]) for k, v in critic0.items())
     assert all(torch.equal(v, trainer.ref.state_dict()[k]) for k, v in ref0.items())
     assert row["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout comes from the reference itself
+
+
+async def test_a_grouped_step_rolls_each_question_out_group_size_times_and_leaves_the_critic_alone(tmp_path, monkeypatch):
+    import atlas_router.rl.trainer as trainer_mod
+
+    ppo = {**TINY["ppo"], "batch_size": 6, "group_size": 3, "advantage": "grpo"}
+    cfg = parse_train_config({**TINY, "ppo": ppo, "output": {"dir": str(tmp_path / "run")}})
+    seen: list[str] = []
+    real_rollout = trainer_mod.rollout
+
+    async def spy(model, tokenizer, env, tasks, *args, **kwargs):
+        seen.extend(t.question for t in tasks)
+        return await real_rollout(model, tokenizer, env, tasks, *args, **kwargs)
+
+    real_score = trainer_mod.score_episode
+    episodes = iter(range(1000))
+
+    def uneven(*args, **kwargs):  # an untrained policy scores alike everywhere: spread the scores by episode
+        terms = real_score(*args, **kwargs)
+        return dataclasses.replace(terms, total=terms.total + 0.1 * (next(episodes) % 3))
+
+    monkeypatch.setattr(trainer_mod, "rollout", spy)
+    monkeypatch.setattr(trainer_mod, "score_episode", uneven)
+    with single_thread():
+        parts = build_parts(cfg)
+        trainer = PPOTrainer(cfg, parts)
+        await trainer.prepare()
+        actor0 = {k: v.clone() for k, v in trainer.actor.state_dict().items()}
+        critic0 = {k: v.clone() for k, v in trainer.critic.state_dict().items()}
+        row = await trainer.train_step()
+    assert len(seen) == 6 and seen[0] == seen[1] == seen[2] and seen[3] == seen[4] == seen[5] and seen[0] != seen[3]
+    assert row["value_loss"] is None  # the group is the baseline: no critic is trained
+    assert all(torch.equal(v, trainer.critic.state_dict()[k]) for k, v in critic0.items())
+    assert row["advantage_abs"] > 0.5  # scores 0, 0.1, 0.2 in each group: advantages -1, 0, +1
+    assert any(not torch.equal(v, trainer.actor.state_dict()[k]) for k, v in actor0.items())
+
+
+def test_group_settings_that_cannot_work_fail_in_one_line():
+    from atlas_router.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a multiple of group_size 3"):
+        parse_train_config({**TINY, "ppo": {**TINY["ppo"], "group_size": 3}})
+    with pytest.raises(ConfigError, match="group_size >= 2"):
+        parse_train_config({**TINY, "ppo": {**TINY["ppo"], "advantage": "grpo"}})
 
 
 def _run(cfg_path: Path, run_dir: Path, report: Path) -> subprocess.Popen:

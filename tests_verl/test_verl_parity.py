@@ -1,4 +1,5 @@
-"""Our PPO arithmetic against veRL 0.9's own functions (GAE, policy loss, value loss, KL) on random tensors.
+"""Our PPO arithmetic against veRL 0.9's own functions (GAE, the GRPO group advantage, policy loss,
+value loss, KL) on random tensors.
 
 Runs in the separate veRL environment (``.venv-verl``, made by ``scripts/setup_verl.sh``):
 ``.venv-verl/bin/python -m pytest tests_verl``. veRL's policy loss reads its clip settings from the
@@ -7,12 +8,13 @@ actor configuration, built here from veRL's composed trainer config like a real 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from verl.trainer.ppo import core_algos
 from verl.utils.config import omega_conf_to_dataclass
 
-from atlas_router.rl.ppo import gae, kl_penalty, policy_loss, value_loss
+from atlas_router.rl.ppo import gae, group_advantages, kl_penalty, policy_loss, value_loss
 from verl_config import composed
 
 
@@ -40,6 +42,17 @@ def test_gae_matches_verl(seed, gamma, lam):
     sel = mask > 0
     assert torch.allclose(ours_adv[sel], theirs_adv[sel], atol=1e-5)
     assert torch.allclose(ours_ret[sel], theirs_ret[sel], atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_advantages_match_verl_grpo(seed):
+    rewards, _, mask, *_ = _tensors(seed)
+    groups = [0, 0, 1, 1, 1, 2]  # uneven groups of two or more, as the trainer makes them
+    theirs, _ = core_algos.compute_grpo_outcome_advantage(rewards, mask, np.array(groups), epsilon=1e-6,
+                                                          norm_adv_by_std_in_grpo=True)
+    ours = group_advantages(rewards, mask, groups)
+    sel = mask > 0
+    assert torch.allclose(ours[sel], theirs[sel], atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,19 @@ class PPOConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     critic_warmup: int = Field(0, ge=0)
     whiten_advantages: bool = True
+    # episodes per sampled question (veRL's rollout.n); batch_size counts episodes and must be a multiple
+    group_size: int = Field(1, ge=1)
+    # "gae": critic and GAE; "grpo": each episode's score minus its question group's mean over its std
+    # (veRL's adv_estimator=grpo), no critic update needed; needs group_size >= 2
+    advantage: Literal["gae", "grpo"] = "gae"
+
+    @model_validator(mode="after")
+    def _groups(self) -> "PPOConfig":
+        if self.batch_size % self.group_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of group_size {self.group_size}")
+        if self.advantage == "grpo" and self.group_size < 2:
+            raise ValueError("advantage 'grpo' compares episodes of one question: set group_size >= 2")
+        return self
 
 
 class WarmStartConfig(_Strict):

@@ -211,6 +211,23 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, returns
 
 
+def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, groups: Sequence[int],
+                     eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's outcome advantage: each row's summed token reward, minus the mean of the rows of its group
+    (the same question), over their standard deviation, on every sampled token. A group whose episodes all
+    score alike gets 0: it says nothing about which choice is better."""
+    scores = (rewards * mask).sum(dim=1)
+    ids = torch.tensor(list(groups))
+    adv = torch.zeros_like(scores)
+    with torch.no_grad():
+        for g in ids.unique():
+            rows = ids == g
+            s = scores[rows]
+            std = s.std() if s.numel() > 1 else s.new_zeros(())
+            adv[rows] = (s - s.mean()) / (std + eps)
+    return adv.unsqueeze(1) * mask
+
+
 @dataclass
 class PolicyLoss:
     loss: torch.Tensor

@@ -1,9 +1,11 @@
 """Single-process PPO: actor, critic with a value head, frozen reference; resumable from checkpoints.
 
-One step: sample a batch of queries, roll the actor out (token level), score every episode, compute
-old/reference log-probs and values, put ``-kl_coef·KL`` on every sampled token and the episode reward
-on the last one, run GAE over sampled tokens only, then update the critic (clipped value loss) and the
-actor (clipped surrogate) on mini-batches. Every loss uses the response mask.
+One step: sample a batch of queries (each rolled out ``group_size`` times), roll the actor out (token
+level), score every episode, compute old/reference log-probs and values, put ``-kl_coef·KL`` on every
+sampled token and the episode reward on the last one, run GAE over sampled tokens only (or, with
+``advantage: grpo``, compare each episode with the others of its question and leave the critic alone),
+then update the critic (clipped value loss) and the actor (clipped surrogate) on mini-batches. Every
+loss uses the response mask.
 
 A run directory holds ``reference/`` (the frozen initial policy, written once), ``checkpoints/step-N``
 (actor, critic, optimisers, step), ``metrics.jsonl`` (one line per step or evaluation),
@@ -39,6 +41,7 @@ from atlas_router.rl.ppo import (
     TokenBatch,
     collate,
     gae,
+    group_advantages,
     kl_penalty,
     masked_mean,
     policy_loss,
@@ -228,7 +231,10 @@ class PPOTrainer:
         seed = _step_seed(self.cfg.seed, step)
         rng = random.Random(seed)
         pool = self.parts.train_tasks
-        tasks = rng.sample(pool, p.batch_size) if p.batch_size <= len(pool) else rng.choices(pool, k=p.batch_size)
+        n_questions = p.batch_size // p.group_size
+        picked = rng.sample(pool, n_questions) if n_questions <= len(pool) else rng.choices(pool, k=n_questions)
+        tasks = [t for t in picked for _ in range(p.group_size)]
+        groups = [i // p.group_size for i in range(len(tasks))]
         gen = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
         trajs = await rollout(self.actor, self.tokenizer, self.parts.env, tasks, self.parts.sampling, generator=gen)
@@ -246,30 +252,23 @@ class PPOTrainer:
         kl = kl_penalty(old_logp, ref_logp, p.kl_type) * mask
         scores = torch.tensor([t.rewards.total for t in trajs], dtype=torch.float32)
         rewards = token_rewards(scores, kl, mask, p.kl_coef)
-        adv, returns = gae(rewards, values, mask, p.gae_gamma, p.gae_lambda, whiten=p.whiten_advantages)
+        if p.advantage == "grpo":
+            adv, returns = group_advantages(rewards, mask, groups), values
+        else:
+            adv, returns = gae(rewards, values, mask, p.gae_gamma, p.gae_lambda, whiten=p.whiten_advantages)
 
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clipfrac",
                                                           "ppo_kl", "value_clipfrac", "grad_norm_actor", "grad_norm_critic")}
-        update_actor = step > p.critic_warmup
+        use_critic = p.advantage == "gae"
+        update_actor = step > p.critic_warmup or not use_critic
         self.actor.train()
         self.critic.train()
         for _ in range(p.epochs):
             perm = torch.randperm(len(batch), generator=gen).tolist()
             for mini in _chunks(perm, p.mini_batch_size):
                 denom = mask[mini].sum().clamp(min=1.0)
-                self.critic_opt.zero_grad(set_to_none=True)
-                vl_sum, vclip = 0.0, 0.0
-                for micro in _chunks(mini, p.micro_batch_size):
-                    sub = batch.select(micro)
-                    vpred = token_values(self.critic, sub)
-                    vl, vcf = value_loss(vpred, returns[micro], values[micro], sub.mask, p.value_clip, denominator=denom)
-                    vl.backward()
-                    vl_sum += float(vl.detach())
-                    vclip += float(vcf.detach()) * float(sub.mask.sum() / denom)
-                stats["grad_norm_critic"].append(float(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), p.grad_clip)))
-                self.critic_opt.step()
-                stats["value_loss"].append(vl_sum)
-                stats["value_clipfrac"].append(vclip)
+                if use_critic:
+                    self._critic_update(batch, mini, returns, values, denom, stats)
                 if not update_actor:
                     continue
                 self.actor_opt.zero_grad(set_to_none=True)
@@ -308,6 +307,25 @@ class PPOTrainer:
             "tokens": tokens, "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
         })
         return row
+
+    def _critic_update(self, batch: TokenBatch, mini: list[int], returns: torch.Tensor, values: torch.Tensor,
+                       denom: torch.Tensor, stats: dict[str, list[float]]) -> None:
+        """One clipped value-loss step of the critic on a mini-batch."""
+        assert self.critic is not None and self.critic_opt is not None
+        p = self.cfg.ppo
+        self.critic_opt.zero_grad(set_to_none=True)
+        vl_sum, vclip = 0.0, 0.0
+        for micro in _chunks(mini, p.micro_batch_size):
+            sub = batch.select(micro)
+            vpred = token_values(self.critic, sub)
+            vl, vcf = value_loss(vpred, returns[micro], values[micro], sub.mask, p.value_clip, denominator=denom)
+            vl.backward()
+            vl_sum += float(vl.detach())
+            vclip += float(vcf.detach()) * float(sub.mask.sum() / denom)
+        stats["grad_norm_critic"].append(float(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), p.grad_clip)))
+        self.critic_opt.step()
+        stats["value_loss"].append(vl_sum)
+        stats["value_clipfrac"].append(vclip)
 
     # -- the loop -------------------------------------------------------------------------------
     async def train(self, steps: int | None = None) -> dict[str, Any]:
