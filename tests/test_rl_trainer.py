@@ -165,3 +165,19 @@ def test_shipped_config_holds_the_paper_hyperparameters_and_bad_configs_fail_in_
     proc = subprocess.run([sys.executable, "-m", "atlas_router", "train-rl", "--config", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+
+
+def test_held_out_evaluations_reach_the_plot_and_the_report_table(tmp_path):
+    from atlas_router.rl.plots import plot_metrics, read_metrics
+    from atlas_router.rl.report import format_table
+
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [{"kind": "train", "step": s, "reward": 0.1 * s, "accuracy": 0.1 * s} for s in (1, 2, 3, 4)]
+    lines += [{"kind": "eval", "step": 2, "accuracy": 0.25, "format_valid": 1.0},
+              {"kind": "eval", "step": 4, "accuracy": 0.5, "format_valid": 1.0}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    png = plot_metrics(metrics, tmp_path / "training.png")
+    assert png is not None and png.stat().st_size > 1000
+    curve = [{"step": r["step"], "accuracy": r["accuracy"]} for r in read_metrics(metrics) if r["kind"] == "eval"]
+    table = format_table({"held_out_queries": 8, "held_out_by_step": curve})
+    assert "held-out accuracy during PPO (step: accuracy): 2: 0.250, 4: 0.500" in table

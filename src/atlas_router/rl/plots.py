@@ -29,8 +29,11 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
-    """Draw every logged curve against the step; None when there is nothing to draw yet."""
-    rows = [r for r in read_metrics(metrics_path) if r.get("kind", "train") == "train"]
+    """Draw every logged curve against the step (held-out evaluations beside the training accuracy);
+    None when there is nothing to draw yet."""
+    every = read_metrics(metrics_path)
+    rows = [r for r in every if r.get("kind", "train") == "train"]
+    held_out = [r for r in every if r.get("kind") == "eval"]
     if not rows:
         return None
     import matplotlib
@@ -46,6 +49,9 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> Path | None:
             ys = [r.get(key) for r in rows]
             if any(y is not None for y in ys):
                 ax.plot(steps, [float("nan") if y is None else y for y in ys], label=key, linewidth=1.2)
+        if title.endswith("accuracy") and held_out:
+            ax.plot([r["step"] for r in held_out], [r["accuracy"] for r in held_out], "o-", markersize=3,
+                    label="held-out accuracy (greedy)", linewidth=1.2)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -8,10 +8,12 @@ PPO adds over it was found from the reward alone. ``cpu-replay-small``: the same
 
 PPO here compares episodes of the same question (8 per question, the group-relative advantage of
 veRL's ``grpo`` estimator) rather than against the critic: with the critic, the 2-layer policy sent every
-family to the pair that pays on three of four (docs/rl.md says why). The report measures the policy as initialised (``before``), after the warm start (``warm_start``) and
-after PPO (``after``), beside the scripted baselines of ``report.baselines``. Learning rates are far
-above the paper's (1e-6 is for a pretrained 3B model; a randomly initialised 2-layer model needs bigger
-steps), and the run is single-threaded, the fastest setting on a shared 2-core machine.
+family to the pair that pays on three of four (docs/rl.md says why). The report measures the policy as
+initialised (``before``), after the warm start (``warm_start``) and after PPO (``after``), beside the
+scripted baselines of ``report.baselines``; ``cpu-replay`` also measures the held-out queries every 20
+PPO steps (``held_out_by_step``). Learning rates are far above the paper's (1e-6 is for a pretrained 3B
+model; a randomly initialised 2-layer model needs bigger steps), and the run is single-threaded, the
+fastest setting on a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import torch
 
 from atlas_router.errors import AtlasError
 from atlas_router.rl.config import TrainConfig, parse_train_config
+from atlas_router.rl.plots import read_metrics
 from atlas_router.rl.report import baselines, first_pairs_by_domain, gap_closed, row
 from atlas_router.rl.setup import build_parts, training_records
 from atlas_router.rl.trainer import PPOTrainer, evaluate
 
 
-def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max_eval: int | None) -> TrainConfig:
+def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max_eval: int | None,
+                eval_every: int = 0) -> TrainConfig:
     return parse_train_config({
         "policy": {"kind": "tiny", "tiny": {"layers": 2, "hidden": 128, "heads": 4, "intermediate": 256}, "seed": 0},
         "data": {"suite": True, "max_eval_tasks": max_eval},
@@ -39,14 +43,15 @@ def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max
                 "gae_gamma": 1.0, "gae_lambda": 1.0, "clip": 0.2, "value_clip": 0.5,
                 "group_size": 8, "advantage": "grpo"},
         "warm_start": {"steps": 1200, "batch_size": 16, "lr": 3e-3, "pairs_per_task": 8},
-        "output": {"dir": out_dir, "checkpoint_every": 10},
+        "output": {"dir": out_dir, "checkpoint_every": 10, "eval_every": eval_every},
         "seed": 0,
         "threads": 1,
     }, f"preset {name}")
 
 
 PRESETS: dict[str, Callable[[str], TrainConfig]] = {
-    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=200, actor_lr=3e-4, max_eval=None),
+    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=200, actor_lr=3e-4, max_eval=None,
+                                        eval_every=20),
     "cpu-replay-small": lambda d: _cpu_replay(d, name="cpu-replay-small", ppo_steps=40, actor_lr=3e-4, max_eval=48),
 }
 
@@ -89,6 +94,8 @@ async def run_with_report(cfg: TrainConfig, log: Callable[[str], None] | None = 
         **scripted,
         "gap_closed": gap_closed(rows["warm_start"]["accuracy"], rows["after"]["accuracy"],
                                  scripted["domain_best"]["accuracy"]),
+        "held_out_by_step": [{"step": r["step"], "accuracy": r["accuracy"], "format_valid": r["format_valid"]}
+                             for r in read_metrics(trainer.metrics_path) if r.get("kind") == "eval"],
         "first_route_by_domain": {"warm_start": first_pairs_by_domain(warm), "after": first_pairs_by_domain(after)},
         "held_out_queries": len(parts.eval_tasks),
         "train_queries": len(parts.train_tasks),

@@ -182,6 +182,9 @@ def format_table(report: dict[str, Any]) -> str:
             f"{name:>12} {r['reward']:+7.3f} [{rc[0]:+.3f}, {rc[1]:+.3f}] {r['reward_fmt']:+6.2f} {r['reward_out']:6.3f} "
             f"{r['reward_sel']:+7.3f} {r['format_valid']:9.3f} {r['accuracy']:7.3f} [{ac[0]:.3f}, {ac[1]:.3f}] "
             f"{r['routes_per_query']:8.2f}")
+    if report.get("held_out_by_step"):
+        lines.append("held-out accuracy during PPO (step: accuracy): "
+                     + ", ".join(f"{r['step']}: {r['accuracy']:.3f}" for r in report["held_out_by_step"]))
     if report.get("gap_closed") is not None:
         lines.append(f"gap from warm start to domain_best closed by PPO: {report['gap_closed']:.3f}")
     return "\n".join(lines)
