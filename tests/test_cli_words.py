@@ -230,6 +230,28 @@ def test_ask_policy_alone_selects_the_policy(work, tmp_path):
     assert notices(by_file) == [] and notices(by_old)[0].startswith(ROUTER_NOTICE)
 
 
+def test_train_rl_seed_reseeds_the_whole_run(tmp_path, monkeypatch):
+    """--seed replaces the run's seed and the policy's initialisation seed; without it the preset's stay."""
+    from typer.testing import CliRunner
+
+    import atlas_router.rl.presets as presets
+    import atlas_router.rl.report as rl_report
+
+    seen = []
+
+    async def fake_run(cfg, log=None):
+        seen.append((cfg.seed, cfg.policy.seed))
+        return {}
+
+    monkeypatch.setattr(presets, "run_with_report", fake_run)
+    monkeypatch.setattr(rl_report, "format_table", lambda report: "the table")
+    for extra in (["--seed", "7"], []):
+        result = CliRunner().invoke(app, ["train-rl", "--preset", "cpu-replay-small", "--dir", str(tmp_path / "run"),
+                                          "--json-out", str(tmp_path / "r.json"), *extra])
+        assert result.exit_code == 0, result.output
+    assert seen == [(7, 7), (0, 0)]
+
+
 def test_train_rl_report_goes_where_the_words_say(tmp_path, monkeypatch):
     """train-rl's report: stdout by default and with --json, a file with --json-out (or the old --json PATH)."""
     from typer.testing import CliRunner

@@ -21,6 +21,8 @@ def train_rl(
                                            "- for standard output."),
     run_dir: Optional[Path] = typer.Option(None, "--dir", help="Run directory (checkpoints, metrics, plots, policy)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on standard error."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of everything random in the run (policy "
+                                       "initialisation, warm start, sampling) instead of the config's."),
 ) -> None:
     """Train a routing policy; rerunning with the same run directory resumes from its last checkpoint.
 
@@ -42,6 +44,9 @@ def train_rl(
         cfg = load_train_config(config)
         if run_dir is not None:
             cfg.output.dir = str(run_dir)
+
+    if seed is not None:
+        cfg.seed = cfg.policy.seed = seed
 
     def log(msg: str) -> None:
         if not quiet:
