@@ -47,7 +47,7 @@ def test_gae_matches_verl(seed, gamma, lam):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_group_advantages_match_verl_grpo(seed):
     rewards, _, mask, *_ = _tensors(seed)
-    groups = [0, 0, 1, 1, 1, 2]  # uneven groups of two or more, as the trainer makes them
+    groups = [0, 0, 1, 1, 1, 2]  # uneven groups, and a group of one (veRL: mean 0, std 1)
     theirs, _ = core_algos.compute_grpo_outcome_advantage(rewards, mask, np.array(groups), epsilon=1e-6,
                                                           norm_adv_by_std_in_grpo=True)
     ours = group_advantages(rewards, mask, groups)

@@ -215,7 +215,8 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, groups: Sequence
                      eps: float = 1e-6) -> torch.Tensor:
     """GRPO's outcome advantage: each row's summed token reward, minus the mean of the rows of its group
     (the same question), over their standard deviation, on every sampled token. A group whose episodes all
-    score alike gets 0: it says nothing about which choice is better."""
+    score alike gets 0: it says nothing about which choice is better. A group of one keeps its score
+    (veRL's convention: mean 0, std 1; the trainer never makes one)."""
     scores = (rewards * mask).sum(dim=1)
     ids = torch.tensor(list(groups))
     adv = torch.zeros_like(scores)
@@ -223,8 +224,10 @@ def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, groups: Sequence
         for g in ids.unique():
             rows = ids == g
             s = scores[rows]
-            std = s.std() if s.numel() > 1 else s.new_zeros(())
-            adv[rows] = (s - s.mean()) / (std + eps)
+            if s.numel() == 1:
+                adv[rows] = s / (1.0 + eps)
+            else:
+                adv[rows] = (s - s.mean()) / (s.std() + eps)
     return adv.unsqueeze(1) * mask
 
 
