@@ -23,7 +23,7 @@ def preset_run(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-m", "atlas_router", "train-rl", "--preset", "cpu-replay-small", "--dir", str(root / "run"),
          "--json-out", str(report)],
-        capture_output=True, text=True, timeout=1200,
+        capture_output=True, text=True, timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(report.read_text()), root / "run", proc.stderr

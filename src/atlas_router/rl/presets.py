@@ -42,7 +42,7 @@ def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max
                 "actor_lr": actor_lr, "critic_lr": 1e-3, "kl_coef": 0.001, "kl_type": "k1",
                 "gae_gamma": 1.0, "gae_lambda": 1.0, "clip": 0.2, "value_clip": 0.5,
                 "group_size": 8, "advantage": "grpo"},
-        "warm_start": {"steps": 1200, "batch_size": 16, "lr": 3e-3, "pairs_per_task": 8},
+        "warm_start": {"steps": 2400, "batch_size": 16, "lr": 3e-3, "pairs_per_task": 8},
         "output": {"dir": out_dir, "checkpoint_every": 10, "eval_every": eval_every},
         "seed": 0,
         "threads": 1,
@@ -50,7 +50,7 @@ def _cpu_replay(out_dir: str, *, name: str, ppo_steps: int, actor_lr: float, max
 
 
 PRESETS: dict[str, Callable[[str], TrainConfig]] = {
-    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=200, actor_lr=3e-4, max_eval=None,
+    "cpu-replay": lambda d: _cpu_replay(d, name="cpu-replay", ppo_steps=300, actor_lr=3e-4, max_eval=None,
                                         eval_every=20),
     "cpu-replay-small": lambda d: _cpu_replay(d, name="cpu-replay-small", ppo_steps=40, actor_lr=3e-4, max_eval=48),
 }
