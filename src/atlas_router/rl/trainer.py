@@ -248,18 +248,18 @@ class PPOTrainer:
         mask = batch.mask
         old_logp = self._forward_all(lambda b: token_logprobs(self.actor, b)[0], batch)
         ref_logp = self._forward_all(lambda b: token_logprobs(self.ref, b)[0], batch)
-        values = self._forward_all(lambda b: token_values(self.critic, b), batch)
         kl = kl_penalty(old_logp, ref_logp, p.kl_type) * mask
         scores = torch.tensor([t.rewards.total for t in trajs], dtype=torch.float32)
         rewards = token_rewards(scores, kl, mask, p.kl_coef)
-        if p.advantage == "grpo":
-            adv, returns = group_advantages(rewards, mask, groups), values
-        else:
+        use_critic = p.advantage == "gae"
+        if use_critic:
+            values = self._forward_all(lambda b: token_values(self.critic, b), batch)
             adv, returns = gae(rewards, values, mask, p.gae_gamma, p.gae_lambda, whiten=p.whiten_advantages)
+        else:  # the question's other episodes are the baseline: no critic pass at all
+            adv, values, returns = group_advantages(rewards, mask, groups), None, None
 
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "clipfrac",
                                                           "ppo_kl", "value_clipfrac", "grad_norm_actor", "grad_norm_critic")}
-        use_critic = p.advantage == "gae"
         update_actor = step > p.critic_warmup or not use_critic
         self.actor.train()
         self.critic.train()
@@ -267,7 +267,7 @@ class PPOTrainer:
             perm = torch.randperm(len(batch), generator=gen).tolist()
             for mini in _chunks(perm, p.mini_batch_size):
                 denom = mask[mini].sum().clamp(min=1.0)
-                if use_critic:
+                if returns is not None and values is not None:
                     self._critic_update(batch, mini, returns, values, denom, stats)
                 if not update_actor:
                     continue
@@ -302,7 +302,7 @@ class PPOTrainer:
         row.update({
             "kl": float(masked_mean(kl, mask)),
             "advantage_abs": float(masked_mean(adv.abs(), mask)),
-            "return_mean": float(masked_mean(returns, mask)),
+            "return_mean": float(masked_mean(returns, mask)) if returns is not None else None,
             "time_s": elapsed, "rollout_s": t_rollout, "update_s": elapsed - t_rollout,
             "tokens": tokens, "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
         })
