@@ -8,7 +8,10 @@ gateway admits ``--max-concurrency`` requests and queues ``--max-queue`` more: l
 nominal load (no 5xx, no 429 expected); past it the excess must be refused with 429, not crash anything,
 and a refused client waits what Retry-After asks (``--ignore-retry-after``: it asks again at once). The load
 generator is an aiohttp session (``--client httpx``: httpx clients, which cost several times more CPU per
-request on the same 2 cores). Request counts and time are bounded; everything stays on 127.0.0.1.
+request on the same 2 cores). Request counts and time are bounded; everything stays on 127.0.0.1. Each
+level also prints the CPU per request of the gateway, the upstream and the load generator, and how many of
+the machine's cores they kept busy together: where all three share few cores, the gateway's throughput
+is bounded by the CPU the other two leave it.
 
     python bench/gateway_load.py [--delay 0.02] [--requests 2000] [--max-concurrency 32] [--max-queue 32]
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import subprocess
@@ -97,9 +101,13 @@ async def drive(url: str, model: str, clients: int, total: int, time_cap_s: floa
             for http in shards:
                 await http.aclose()
 
+    exhausted = asyncio.Event()  # every request handed out: a client waiting out a Retry-After stops at once
+
     async def client(c: int) -> None:
         while left[0] > 0 and time.perf_counter() < deadline:
             left[0] -= 1
+            if left[0] == 0:
+                exhausted.set()
             t0 = time.perf_counter()
             try:
                 status, retry_after = await post(c)
@@ -110,7 +118,12 @@ async def drive(url: str, model: str, clients: int, total: int, time_cap_s: floa
             if status == 200:
                 res.latencies.append(time.perf_counter() - t0)
             elif status == 429 and honour_retry_after and retry_after.isdigit():
-                await asyncio.sleep(min(float(retry_after), max(0.0, deadline - time.perf_counter())))
+                # the wait ends early once nothing is left to send: a client idling on a Retry-After after the
+                # last request went out would otherwise stretch the measured wall time (by up to the whole
+                # Retry-After), and the throughput under overload would count the idle tail as gateway time
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(exhausted.wait(), min(float(retry_after),
+                                                                 max(0.0, deadline - time.perf_counter())))
 
     try:
         start = time.perf_counter()
@@ -121,12 +134,39 @@ async def drive(url: str, model: str, clients: int, total: int, time_cap_s: floa
     return res
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by a process and its children (the gateway's workers)."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU seconds used so far by a process, with its children (the gateway's workers) unless told not."""
     import psutil
 
     proc = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+    procs = [proc, *proc.children(recursive=True)] if children else [proc]
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by the gateway, the upstream and this process (the load generator) over one measured run:
+    on a machine with few cores they share it, and the gateway's ratio is bounded by what is left to it."""
+
+    pids: dict[str, int]
+    start: dict[str, float] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
+
+    def __enter__(self) -> "CpuMeter":
+        self.start = {name: self._now(pid) for name, pid in self.pids.items()}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.used = {name: self._now(pid) - self.start[name] for name, pid in self.pids.items()}
+
+    @staticmethod
+    def _now(pid: int) -> float:
+        return cpu_seconds(pid, children=pid != os.getpid())  # this process's children are the servers
+
+    def line(self, label: str, requests: int, wall_s: float) -> str:
+        per = ", ".join(f"{name} {s / max(1, requests) * 1000:.2f}" for name, s in self.used.items())
+        return (f"  CPU {label}: ms per request: {per}; {sum(self.used.values()) / wall_s:.2f} of "
+                f"{os.cpu_count()} cores busy")
 
 
 def describe(name: str, r: Result) -> str:
@@ -181,8 +221,9 @@ def main() -> None:
                   f"{'ask again at once' if args.ignore_retry_after else 'wait what Retry-After asks'}")
             runs: dict[int, tuple[Result, Result]] = {}
             for clients in LEVELS:
-                direct = run(drive(upstream_url, "m", clients, args.requests, args.time_cap, args.client,
-                                not args.ignore_retry_after))
+                with CpuMeter({"upstream": upstream.pid, "load generator": os.getpid()}) as direct_cpu:
+                    direct = run(drive(upstream_url, "m", clients, args.requests, args.time_cap, args.client,
+                                       not args.ignore_retry_after))
                 spy = None
                 if args.profile:
                     Path(args.profile).mkdir(parents=True, exist_ok=True)
@@ -191,10 +232,11 @@ def main() -> None:
                                             str(Path(args.profile) / f"gateway-{clients}.speedscope.json")],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(1.0)
-                cpu0 = cpu_seconds(gateway.pid)
-                routed = run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap, args.client,
-                                not args.ignore_retry_after))
-                cpu = cpu_seconds(gateway.pid) - cpu0
+                with CpuMeter({"gateway": gateway.pid, "upstream": upstream.pid,
+                               "load generator": os.getpid()}) as gateway_cpu:
+                    routed = run(drive(gateway_url, "atlas", clients, args.requests, args.time_cap, args.client,
+                                       not args.ignore_retry_after))
+                cpu = gateway_cpu.used["gateway"]
                 if spy is not None:
                     spy.send_signal(2)
                     spy.wait(timeout=60)
@@ -205,7 +247,9 @@ def main() -> None:
                 print(f"  added by the gateway: p50 {(routed.pct(0.5) - direct.pct(0.5)) * 1000:+.1f} ms, "
                       f"p99 {(routed.pct(0.99) - direct.pct(0.99)) * 1000:+.1f} ms; throughput ratio "
                       f"{routed.throughput / direct.throughput:.2f}x of direct; gateway CPU "
-                      f"{cpu / max(1, sum(routed.statuses.values())) * 1000:.2f} ms per request", flush=True)
+                      f"{cpu / max(1, sum(routed.statuses.values())) * 1000:.2f} ms per request")
+                print(direct_cpu.line("direct", sum(direct.statuses.values()), direct.wall_s))
+                print(gateway_cpu.line("gateway", sum(routed.statuses.values()), routed.wall_s), flush=True)
             health = httpx.get(f"{gateway_url}/health", timeout=5).json()
             print(f"after the run: running {health['running']}, queued {health['queued']}")
             for clients, (direct, routed) in runs.items():
