@@ -27,6 +27,8 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 
+from atlas_router.core.jsonio import json_bytes
+
 
 class UpstreamTimeout(Exception):
     """No connection or no bytes from the upstream within the call's timeout."""
@@ -50,6 +52,14 @@ class UpstreamResponse:
 
     def json(self) -> Any:
         return json.loads(self.content)
+
+
+def _json_payload(body: Any, headers: dict[str, str] | None) -> tuple[bytes | None, dict[str, str] | None]:
+    """A request body as JSON bytes, with its content type: aiohttp's ``json=`` encodes with the standard
+    library, and the body of every model call is on the gateway's hot path (``core.jsonio``)."""
+    if body is None:
+        return None, headers
+    return json_bytes(body), {"content-type": "application/json", **(headers or {})}
 
 
 def origin(url: str) -> str:
@@ -107,7 +117,8 @@ class Upstream:
                       timeout: float | None = None) -> UpstreamResponse:
         """The whole response to one request; UpstreamTimeout or UpstreamUnreachable when none came."""
         try:
-            async with self._open().request(method, url, json=json_body, headers=headers, proxy=self.proxy,
+            data, headers = _json_payload(json_body, headers)
+            async with self._open().request(method, url, data=data, headers=headers, proxy=self.proxy,
                                             timeout=_timeout(timeout)) as r:
                 content = await r.read()
                 return UpstreamResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, content)
@@ -128,7 +139,8 @@ class Upstream:
         """A streamed POST: first the response (whole, with its body, unless it is a 200 event stream),
         then, for an event stream, its lines as they arrive (without line ends)."""
         try:
-            async with self._open().post(url, json=json_body, headers=headers, proxy=self.proxy,
+            data, headers = _json_payload(json_body, headers)
+            async with self._open().post(url, data=data, headers=headers, proxy=self.proxy,
                                          timeout=_timeout(timeout)) as r:
                 headers_seen = {k.lower(): v for k, v in r.headers.items()}
                 if r.status != 200 or not headers_seen.get("content-type", "").startswith("text/event-stream"):

@@ -3,7 +3,7 @@ router that gave it, cost and tokens, every attempt made, and how it shows in th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,9 @@ class Answer:
     alternatives: list[Completion] = field(default_factory=list)
     live: "LiveText | None" = None  # the rest of a streamed reply, still being generated
     question: str = ""  # what the router saw: the last user message, plus its images' descriptions
-    record: PairRecord | None = None  # the answering pair's run (None for a live reply, a policy or a passthrough)
+    # the answering pair's run, made when first asked for (atlas ask shows it; the gateway never asks, so its
+    # requests do not pay for it); None for a live reply, a policy or a passthrough
+    pair_record: Callable[[], PairRecord] | None = None
 
     def take(self, c: Completion, cost: float) -> None:
         """Adopt a finished completion's text, tokens, finish reason and extras."""

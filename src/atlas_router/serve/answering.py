@@ -100,7 +100,7 @@ async def ask(pool: Pool, question: str, *, images: Sequence[ImageInput] = (), r
             answer = await controller.complete(req, overrides)
         except GatewayError as err:
             return Asked(_failure(question, err), None, err.attempts)
-        record = answer.record or PairRecord(model=answer.model, tool=answer.tool or "none", question=question,
+        record = answer.pair_record() if answer.pair_record is not None else PairRecord(model=answer.model, tool=answer.tool or "none", question=question,
                                              answer=answer.text, response=answer.text,
                                              input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
                                              cost=answer.cost, latency_s=answer.latency_s)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -375,7 +376,8 @@ class Controller:
                 return f"{type(err).__name__}: {err}", "failed", "failed"
             answer.adopt(chat_model, c, first, rest)
             if c is not None:
-                answer.record = completion_record(chat_model, tool_name, question, turns, c, time.perf_counter() - t0)
+                answer.pair_record = functools.partial(completion_record, chat_model, tool_name, question, turns, c,
+                                                       time.perf_counter() - t0)
             return None, "ok", "ok"
         if stream and pool.tool(tool_name).mode == "loop":  # the answer streams as it is written, after any calls
             try:
@@ -401,7 +403,7 @@ class Controller:
             return str(err), "failed", None
         if record.error:
             return record.error, "failed", "failed" if upstream_fault(record.error) else None
-        answer.record = record
+        answer.pair_record = lambda: record
         answer.text, answer.finish_reason = record.response, record.finish_reason or "stop"
         answer.input_tokens, answer.output_tokens, answer.cost = record.input_tokens, record.output_tokens, record.cost
         return None, "ok", "ok"

@@ -41,13 +41,13 @@ from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.feedback import FeedbackError, online_routers, take_feedback
 from atlas_router.serve.logs import gateway_logger
 from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics
+from atlas_router.core.jsonio import json_bytes
 from atlas_router.serve.openai_schema import (
     ChatRequest,
     RequestError,
     choice_body,
     completion_body,
     error_body,
-    json_bytes,
     parse_chat_request,
 )
 from atlas_router.serve.records_sink import RecordSink
@@ -439,9 +439,9 @@ class _Gateway:
 
     def account(self, answer: Answer) -> None:
         metrics = self.metrics
-        metrics.cost.labels(model=answer.model, tool=answer.tool or "").inc(answer.cost)
-        metrics.tokens.labels(model=answer.model, direction="input").inc(answer.input_tokens)
-        metrics.tokens.labels(model=answer.model, direction="output").inc(answer.output_tokens)
+        metrics.child(metrics.cost, answer.model, answer.tool or "").inc(answer.cost)
+        metrics.child(metrics.tokens, answer.model, "input").inc(answer.input_tokens)
+        metrics.child(metrics.tokens, answer.model, "output").inc(answer.output_tokens)
 
     async def chat(self, request: Request) -> Response:
         """``POST /v1/chat/completions``: admission, the controller's answer, then the response (streamed or
@@ -478,8 +478,8 @@ class _Gateway:
             if answer is None or answer.live is None:
                 await stack.aclose()
         elapsed = time.perf_counter() - start
-        metrics.requests.labels(kind=kind, status=str(status)).inc()
-        metrics.latency.labels(kind=kind).observe(elapsed)
+        metrics.child(metrics.requests, kind, str(status)).inc()
+        metrics.child(metrics.latency, kind).observe(elapsed)
         fields: dict[str, Any] = {"event": "request", "request_id": request_id, "model": req.model, "kind": kind,
                                   "status": status, "latency_ms": round(elapsed * 1000, 2), "stream": req.stream,
                                   "key_id": request.scope.get("state", {}).get("key_id")}
@@ -492,7 +492,7 @@ class _Gateway:
                 headers["retry-after"] = str(max(1, round(error.retry_after_s)))
             return _error_response(status, str(error), error.kind, error.code, headers, param=error.param)
         assert answer is not None
-        metrics.routes.labels(router=answer.router or "passthrough", model=answer.model, tool=answer.tool or "").inc()
+        metrics.child(metrics.routes, answer.router or "passthrough", answer.model, answer.tool or "").inc()
         fields.update(router=answer.router, pair_model=answer.model, pair_tool=answer.tool,
                       attempts=len(answer.attempts), cluster=answer.explanation.get("cluster"))
         headers = {"x-request-id": request_id, **answer.headers()}

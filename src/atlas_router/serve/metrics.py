@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -33,6 +35,16 @@ class GatewayMetrics:
         self.in_flight = Gauge("atlas_in_flight", "Requests running now.", registry=r)
         self.queued = Gauge("atlas_queued", "Requests waiting for a slot now.", registry=r)
         self.reloads = Counter("atlas_reloads", "Pool reloads by outcome.", ["outcome"], registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up in a plain dict after the first time: prometheus_client
+        checks the values and takes a lock on every ``labels`` call, and a request makes six."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

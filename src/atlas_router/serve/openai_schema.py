@@ -17,11 +17,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-try:
-    import orjson as _orjson
-except ImportError:  # the fast extra is not installed
-    _orjson = None
-
 MAX_TOKENS_LIMIT = 1_048_576  # above any context window served today; 1e30 is a mistake, not a request
 MAX_N = 128  # OpenAI's documented maximum
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -235,17 +230,6 @@ def completion_body(model: str, choices: list[dict[str, Any]], input_tokens: int
     if extra:
         body.update(extra)
     return body
-
-
-def json_bytes(body: Any) -> bytes:
-    """A response body as compact UTF-8 JSON: orjson where installed (the ``fast`` extra; several times
-    cheaper on the gateway's hot path), else the standard library."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(body, option=_orjson.OPT_NON_STR_KEYS | _orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError:
-            pass  # a type orjson does not know: the standard library's str() below
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
 def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None,
