@@ -2,6 +2,7 @@
 
 Run: python bench/routing_generalisation.py [--seeds 0,1,2,3,4] [--protocols split,lobo,models]
                                              [--routers atlas-cluster,best-single,...] [--cache-dir DIR]
+                                             [--set atlas-cluster.task_weight=0 ...]
 
 Per protocol (``eval.generalisation``: seeded 70/30 query splits; leave-benchmarks-out; model subsets)
 every router is fitted on the training records with its default settings and replayed at a = 0. Printed:
@@ -27,6 +28,21 @@ DEFAULT_ROUTERS = "atlas-cluster,best-single,oracle,random,knn,mlp,routerdc,bert
 BASELINES = ("random", "knn", "mlp", "bert", "routerdc")
 
 
+def parse_settings(items: list[str]) -> dict[str, dict[str, float]]:
+    """``["atlas-cluster.task_weight=0"]`` -> ``{"atlas-cluster": {"task_weight": 0.0}}`` (numbers only)."""
+    params: dict[str, dict[str, float]] = {}
+    for item in items:
+        target, eq, value = item.partition("=")
+        router, dot, key = target.rpartition(".")
+        if not eq or not dot or not router or not key:
+            raise SystemExit(f"--set {item!r}: expected ROUTER.SETTING=VALUE, e.g. atlas-cluster.task_weight=0")
+        try:
+            params.setdefault(router, {})[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: the value must be a number") from None
+    return params
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -34,7 +50,11 @@ def main() -> None:
     ap.add_argument("--routers", default=DEFAULT_ROUTERS)
     ap.add_argument("--encoder", default="sentence-transformers")
     ap.add_argument("--cache-dir", default="/tmp/atlas-llmrouter-embeddings")
+    ap.add_argument("--set", action="append", default=[], metavar="ROUTER.SETTING=VALUE",
+                    help="fix one setting of one router (repeatable), e.g. atlas-cluster.task_weight=0: what a "
+                    "setting is worth across protocols, against the defaults of another run")
     args = ap.parse_args()
+    params = parse_settings(args.set)
 
     from atlas_router.eval.generalisation import (
         TARGET, compare, leave_benchmarks_out, model_subset, split_protocols,
@@ -66,7 +86,7 @@ def main() -> None:
     failures = []
     for proto in protocols:
         t0 = time.perf_counter()
-        cmp = compare(proto, routers, encoder, seed=0)
+        cmp = compare(proto, routers, encoder, seed=0, params=params)
         acc = cmp.accuracy()
         table[proto.name] = acc
         print(f"\n== {proto.name}: {cmp.n_train} train / {cmp.n_test} test queries ({time.perf_counter() - t0:.0f}s)")
