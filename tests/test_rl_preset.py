@@ -16,6 +16,11 @@ from support.rl import single_thread
 from support.servers import running_server
 
 
+# the module's first test includes the training run (its fixture), which on a slow 2-core machine can take
+# longer than the suite's 600 s per test; the run has its own 1800 s limit
+pytestmark = pytest.mark.timeout(1900)
+
+
 @pytest.fixture(scope="module")
 def preset_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cpu-replay-small")

@@ -100,10 +100,12 @@ async def ask(pool: Pool, question: str, *, images: Sequence[ImageInput] = (), r
             answer = await controller.complete(req, overrides)
         except GatewayError as err:
             return Asked(_failure(question, err), None, err.attempts)
-        record = answer.pair_record() if answer.pair_record is not None else PairRecord(model=answer.model, tool=answer.tool or "none", question=question,
-                                             answer=answer.text, response=answer.text,
-                                             input_tokens=answer.input_tokens, output_tokens=answer.output_tokens,
-                                             cost=answer.cost, latency_s=answer.latency_s)
+        if answer.pair_record is not None:
+            record = answer.pair_record()
+        else:  # a policy's or a passthrough's answer: no pair run behind it
+            record = PairRecord(model=answer.model, tool=answer.tool or "none", question=question, answer=answer.text,
+                                response=answer.text, input_tokens=answer.input_tokens,
+                                output_tokens=answer.output_tokens, cost=answer.cost, latency_s=answer.latency_s)
         asked = Asked(record, None if pair is not None else answer.explanation, answer.attempts)
         if sink is not None:
             asked.record_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"  # the gateway's id form: feedback can name it

@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from atlas_router.core.jsonio import json_bytes
 from atlas_router.errors import AtlasError
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.admission import Admission, Rejected
@@ -41,7 +42,6 @@ from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.feedback import FeedbackError, online_routers, take_feedback
 from atlas_router.serve.logs import gateway_logger
 from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics
-from atlas_router.core.jsonio import json_bytes
 from atlas_router.serve.openai_schema import (
     ChatRequest,
     RequestError,
