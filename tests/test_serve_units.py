@@ -209,3 +209,37 @@ async def test_batcher_answers_its_queue_before_closing():
     results = await asyncio.wait_for(asyncio.gather(first, *rest), 5)
     assert [r.ranking for r in results] == [[("m", "a")], [("m", "b")], [("m", "c")]]
     assert router.batches == [["a"], ["b", "c"]]  # one route() call for what queued meanwhile
+
+
+def test_settle_gc_freezes_the_startup_heap_only_for_the_servers_own_process():
+    """A gateway started with settle_gc (as ``atlas serve`` does) freezes what start-up left and collects
+    the young generation less often; one built as a library object leaves the host process's collector
+    alone. In a fresh interpreter: the freeze is process-wide."""
+    import subprocess
+    import sys
+
+    script = """
+import gc, sys
+from fastapi.testclient import TestClient
+from atlas_router.serve.gateway import create_gateway_app
+from atlas_router.serve.heap import GEN0_THRESHOLD
+settle = sys.argv[1] == "1"
+before = gc.get_threshold()
+with TestClient(create_gateway_app(settle_gc=settle)) as client:
+    assert client.get("/health").status_code == 200
+    frozen, threshold = gc.get_freeze_count(), gc.get_threshold()
+if settle:
+    assert frozen > 10000, frozen
+    assert threshold == (GEN0_THRESHOLD, before[1], before[2]), threshold
+    gc.collect()  # a cycle made after the freeze is still collected
+    class Node: pass
+    a, b = Node(), Node(); a.b, b.a = b, a
+    import weakref; ref = weakref.ref(a); del a, b
+    gc.collect(); assert ref() is None
+else:
+    assert frozen == 0 and threshold == before, (frozen, threshold)
+print("ok")
+"""
+    for settle in ("1", "0"):
+        out = subprocess.run([sys.executable, "-c", script, settle], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

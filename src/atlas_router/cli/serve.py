@@ -62,7 +62,8 @@ def _build_app(opts: dict[str, Any], handle_sighup: bool):
         settings = settings.model_copy(update={"max_concurrency": -(-settings.max_concurrency // workers),
                                                "max_queue": -(-settings.max_queue // workers)})
     app = create_gateway_app(pool_path=opts["pool"], routers=routers, router_loaders=loaders, settings=settings,
-                             keys=keys, use_cache=False if opts["no_cache"] else None, handle_sighup=handle_sighup)
+                             keys=keys, use_cache=False if opts["no_cache"] else None, handle_sighup=handle_sighup,
+                             settle_gc=True)
     return app, settings
 
 

@@ -78,7 +78,7 @@ class Controller:
         self.metrics = metrics
         self.pool_loader = pool_loader or (lambda: Pool(pool.config))
         self.breakers = BreakerBoard(settings.breaker_failures, settings.breaker_cooldown_s,
-                                     on_change=lambda m, s: metrics.circuit.labels(model=m).set(int(s)))
+                                     on_change=lambda m, s: metrics.child(metrics.circuit, m).set(int(s)))
         for spec in pool.config.models:
             self.breakers[spec.name]
         self._reload_lock = asyncio.Lock()
@@ -164,7 +164,7 @@ class Controller:
             raise GatewayError(400, f"upstream refused the request: {err}", code="upstream_refused") from None
         except (AtlasError, TimeoutError) as err:
             verdict = "failed"
-            self.metrics.upstream_failures.labels(model=req.model).inc()
+            self.metrics.child(self.metrics.upstream_failures, req.model).inc()
             why = str(err) if isinstance(err, AtlasError) else f"timeout after {self.settings.attempt_timeout_s:g}s"
             raise GatewayError(502, why, kind="upstream_error", code="upstream_failed") from None
         finally:
@@ -198,7 +198,7 @@ class Controller:
         try:
             routed = await batcher.route(routed_text, ov.alpha, ov.tolerance)
         except Exception as err:  # a router failure must not take the request down: use the pool order
-            self.metrics.errors.labels(kind="router_error").inc()
+            self.metrics.child(self.metrics.errors, "router_error").inc()
             routed = RouteResult([], None, {"router_error": f"{type(err).__name__}: {err}"})
         first: list[Attempt] = []
         features = params.features()
@@ -270,7 +270,7 @@ class Controller:
             return Attempt("policy", "rl", "timeout", f"no answer within {self.settings.attempt_timeout_s:g}s",
                            round(time.perf_counter() - t0, 4))
         except Exception as err:  # a broken policy falls back to pairs, like a failed upstream
-            self.metrics.errors.labels(kind="policy_error").inc()
+            self.metrics.child(self.metrics.errors, "policy_error").inc()
             return Attempt("policy", "rl", "failed", f"{type(err).__name__}: {err}", round(time.perf_counter() - t0, 4))
         latency = round(time.perf_counter() - t0, 4)
         if not result.answer:
@@ -343,7 +343,7 @@ class Controller:
                     return attempts
                 if verdict == "failed":
                     failed_models.add(model)
-                    self.metrics.upstream_failures.labels(model=model).inc()
+                    self.metrics.child(self.metrics.upstream_failures, model).inc()
             finally:
                 {"ok": breaker.success, "failed": breaker.failure}.get(verdict or "", breaker.release)()
         return attempts

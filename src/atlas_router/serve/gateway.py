@@ -40,6 +40,7 @@ from atlas_router.serve.answer import Answer
 from atlas_router.serve.controller import Controller
 from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.feedback import FeedbackError, online_routers, take_feedback
+from atlas_router.serve.heap import settle_heap
 from atlas_router.serve.logs import gateway_logger
 from atlas_router.serve.metrics import CONTENT_TYPE, GatewayMetrics
 from atlas_router.serve.openai_schema import (
@@ -258,7 +259,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
                        router_loaders: dict[str, Callable[[], Any]] | None = None,
                        settings: GatewaySettings | None = None, keys: KeyRing | None = None,
                        admin_keys: KeyRing | None = None,
-                       use_cache: bool | None = None, handle_sighup: bool = False) -> FastAPI:
+                       use_cache: bool | None = None, handle_sighup: bool = False,
+                       settle_gc: bool = False) -> FastAPI:
     """The gateway app.
 
     ``pool`` (else the pool of ``pool_path``, else the embedded default) is what it serves; a reload reads
@@ -267,7 +269,8 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     again on reload (and first, for names ``routers`` lacks). ``keys`` defaults to the settings' digests
     plus ATLAS_API_KEYS, ``admin_keys`` (for /admin, and /metrics unless ``metrics_public``) to the
     settings' admin digests plus ATLAS_ADMIN_KEYS. ``handle_sighup`` reloads on SIGHUP (main thread only;
-    the CLI sets it).
+    the CLI sets it). ``settle_gc`` tunes the process's garbage collector once started (serve/heap.py): for
+    a process that is the server's own, as in ``atlas serve``.
     """
     settings = settings or GatewaySettings()
     pool_loader = None
@@ -279,7 +282,7 @@ def create_gateway_app(pool: Pool | None = None, *, pool_path: str | os.PathLike
     holder: dict[str, Controller] = {}
     registry = _registry(DefaultRule(lambda: holder["c"].pool.config), routers, router_loaders, settings)
     controller = holder["c"] = Controller(pool, registry, settings, GatewayMetrics(), pool_loader=pool_loader)
-    return _Gateway(controller, settings, keys, admin_keys, handle_sighup).app()
+    return _Gateway(controller, settings, keys, admin_keys, handle_sighup, settle_gc).app()
 
 
 def _registry(default: DefaultRule, routers: dict[str, Any] | None, loaders: dict[str, Callable[[], Any]] | None,
@@ -321,10 +324,10 @@ class _Gateway:
     per endpoint."""
 
     def __init__(self, controller: Controller, settings: GatewaySettings, keys: KeyRing, admin_keys: KeyRing,
-                 handle_sighup: bool) -> None:
+                 handle_sighup: bool, settle_gc: bool = False) -> None:
         self.controller, self.settings, self.keys, self.admin_keys = controller, settings, keys, admin_keys
         self.registry, self.metrics = controller.routers, controller.metrics
-        self.handle_sighup = handle_sighup
+        self.handle_sighup, self.settle_gc = handle_sighup, settle_gc
         self.started = int(time.time())  # /v1/models "created": stable for the gateway's lifetime
         self.admission = Admission(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
         self.metrics.in_flight.set_function(lambda: self.admission.running)
@@ -363,10 +366,10 @@ class _Gateway:
         try:
             summary = await self.controller.reload()
         except Exception as err:
-            self.metrics.reloads.labels(outcome="failed").inc()
+            self.metrics.child(self.metrics.reloads, "failed").inc()
             self.log.warning("pool reload failed", extra={"event": "reload", "source": source, "error": str(err)})
             raise
-        self.metrics.reloads.labels(outcome="ok").inc()
+        self.metrics.child(self.metrics.reloads, "ok").inc()
         self.log.info("pool reloaded", extra={"event": "reload", "source": source, **summary})
         return summary
 
@@ -384,6 +387,8 @@ class _Gateway:
             self.sink.start()
         for name, error in (await asyncio.to_thread(self.registry.warm)).items():
             self.log.warning("router failed its warm-up query", extra={"event": "warm", "router": name, "error": error})
+        if self.settle_gc:
+            settle_heap()
         self.log.info("gateway started", extra={"event": "start", "models": self.controller.model_names(),
                                                 "routers": self.registry.names(), "auth": self.keys.enabled})
         try:
@@ -404,7 +409,7 @@ class _Gateway:
     async def bad_request(self, request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        self.metrics.errors.labels(kind="bad_request").inc()
+        self.metrics.child(self.metrics.errors, "bad_request").inc()
         return _error_response(400, f"{loc or 'body'}: {first.get('msg')}", "invalid_request_error", "bad_request")
 
     # -- chat -------------------------------------------------------------------------------------
@@ -430,8 +435,8 @@ class _Gateway:
         model = _peek_model(raw)
         kind = self.controller.kind_of(model) if model is not None else "invalid"
         err = self.admission.refusal()
-        self.metrics.requests.labels(kind=kind, status="429").inc()
-        self.metrics.errors.labels(kind="gateway_busy").inc()
+        self.metrics.child(self.metrics.requests, kind, "429").inc()
+        self.metrics.child(self.metrics.errors, "gateway_busy").inc()
         self.log.info("request refused", extra={"event": "request", "request_id": request_id, "model": model,
                                                 "kind": kind, "status": 429, "error": str(err)})
         await _send_json(send, 429, error_body(str(err), kind="rate_limit_error", code="gateway_busy"),
@@ -451,8 +456,8 @@ class _Gateway:
         try:
             req = parse_chat_request(await request.body())
         except RequestError as err:
-            metrics.errors.labels(kind="bad_request").inc()
-            metrics.requests.labels(kind="invalid", status="400").inc()
+            metrics.child(metrics.errors, "bad_request").inc()
+            metrics.child(metrics.requests, "invalid", "400").inc()
             return _error_response(400, str(err), "invalid_request_error", "bad_request",
                                    {"x-request-id": request_id}, param=err.param)
         kind = controller.kind_of(req.model)
@@ -484,7 +489,7 @@ class _Gateway:
                                   "status": status, "latency_ms": round(elapsed * 1000, 2), "stream": req.stream,
                                   "key_id": request.scope.get("state", {}).get("key_id")}
         if error is not None:
-            metrics.errors.labels(kind=error.code or error.kind).inc()
+            metrics.child(metrics.errors, error.code or error.kind).inc()
             fields.update(error=str(error), attempts=len(error.attempts))
             log.info("request refused" if status < 500 else "request failed", extra=fields)
             headers = {"x-request-id": request_id}
