@@ -100,13 +100,11 @@ class ChatModel(ABC):
         """Fill unset sampling fields from the model's defaults."""
         d = self.spec.sampling
         p = params or SamplingParams()
-        return replace(
-            p,
-            temperature=d.temperature if p.temperature is None else p.temperature,
-            top_p=d.top_p if p.top_p is None else p.top_p,
-            max_tokens=d.max_tokens if p.max_tokens is None else p.max_tokens,
-            seed=d.seed if p.seed is None else p.seed,
-        )
+        filled = (d.temperature if p.temperature is None else p.temperature, d.top_p if p.top_p is None else p.top_p,
+                  d.max_tokens if p.max_tokens is None else p.max_tokens, d.seed if p.seed is None else p.seed)
+        if filled == (p.temperature, p.top_p, p.max_tokens, p.seed):
+            return p  # nothing to fill: no copy (this runs on every model call)
+        return replace(p, temperature=filled[0], top_p=filled[1], max_tokens=filled[2], seed=filled[3])
 
     def unsupported(self, params: SamplingParams | None) -> list[str]:
         """The request parameters in ``params`` this model cannot serve (empty when it can serve them all)."""

@@ -16,7 +16,6 @@ registry holds no router, so nothing is ranked but the pool order) and no fallba
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +27,7 @@ from atlas_router.serve.answer import Attempt
 from atlas_router.serve.controller import Controller
 from atlas_router.serve.request import GatewayError, Overrides
 from atlas_router.serve.metrics import GatewayMetrics
-from atlas_router.serve.openai_schema import ChatRequest
+from atlas_router.serve.openai_schema import ChatRequest, new_completion_id
 from atlas_router.serve.registry import DefaultRule, Pair, RouterRegistry
 from atlas_router.serve.settings import GatewaySettings
 
@@ -108,7 +107,7 @@ async def ask(pool: Pool, question: str, *, images: Sequence[ImageInput] = (), r
                                 output_tokens=answer.output_tokens, cost=answer.cost, latency_s=answer.latency_s)
         asked = Asked(record, None if pair is not None else answer.explanation, answer.attempts)
         if sink is not None:
-            asked.record_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"  # the gateway's id form: feedback can name it
+            asked.record_id = new_completion_id()  # the gateway's id form: feedback can name it
             sink.answered(asked.record_id, req, answer)
         return asked
     finally:

@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,7 +37,7 @@ from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.auth import KeyRing, bearer_token
 from atlas_router.serve.answer import Answer
 from atlas_router.serve.controller import Controller
-from atlas_router.serve.request import GatewayError, Overrides
+from atlas_router.serve.request import GatewayError, Overrides, atlas_headers
 from atlas_router.serve.feedback import FeedbackError, online_routers, take_feedback
 from atlas_router.serve.heap import settle_heap
 from atlas_router.serve.logs import gateway_logger
@@ -49,6 +48,7 @@ from atlas_router.serve.openai_schema import (
     choice_body,
     completion_body,
     error_body,
+    new_completion_id,
     parse_chat_request,
 )
 from atlas_router.serve.records_sink import RecordSink
@@ -424,7 +424,7 @@ class _Gateway:
 
     async def refuse_busy(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The AdmissionGate's 429: the body is read only to name the model kind in the metrics."""
-        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        request_id = new_completion_id()
         raw, more = b"", True
         while more:
             message = await receive()
@@ -452,7 +452,7 @@ class _Gateway:
         """``POST /v1/chat/completions``: admission, the controller's answer, then the response (streamed or
         whole), its log line, metrics and record."""
         metrics, log, controller = self.metrics, self.log, self.controller
-        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        request_id = new_completion_id()
         try:
             req = parse_chat_request(await request.body())
         except RequestError as err:
@@ -465,7 +465,8 @@ class _Gateway:
         status, answer, error = 200, None, None
         stack = contextlib.AsyncExitStack()  # the admission slot and the pool, held until the reply is sent
         try:
-            overrides = Overrides.parse((req.model_extra or {}).get("atlas"), dict(request.headers))
+            atlas_field = (req.model_extra or {}).get("atlas")
+            overrides = Overrides.parse(atlas_field, atlas_headers(request.scope["headers"]))
             try:
                 await stack.enter_async_context(self.admission.slot())
             except Rejected as err:

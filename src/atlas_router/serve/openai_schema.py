@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
+import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -214,12 +214,18 @@ def choice_body(index: int, text: str | None, finish_reason: str | None, tool_ca
     return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason or "stop"}
 
 
+def new_completion_id() -> str:
+    """A fresh ``chatcmpl-`` id (24 hex digits, as OpenAI's): the gateway's request ids and record ids
+    take this one form, so feedback can name either. 96 random bits from the OS, without building a UUID."""
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
 def completion_body(model: str, choices: list[dict[str, Any]], input_tokens: int, output_tokens: int,
                     fingerprint: str | None = None, extra: dict[str, Any] | None = None,
                     completion_id: str | None = None) -> dict[str, Any]:
     """A non-streamed chat.completion object."""
     body: dict[str, Any] = {
-        "id": completion_id or f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "id": completion_id or new_completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,

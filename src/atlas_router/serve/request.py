@@ -39,6 +39,8 @@ class Overrides:
     def parse(cls, body: Any, headers: dict[str, str]) -> "Overrides":
         """From the body's ``atlas`` object and ``x-atlas-alpha``/``-max-cost``/``-allowed-pairs`` headers
         (the body wins). Bad values raise GatewayError 400."""
+        if body is None and not headers:
+            return NO_OVERRIDES  # most requests: nothing asked beyond the OpenAI fields
         if body is None:
             body = {}
         if not isinstance(body, dict):
@@ -64,6 +66,15 @@ class Overrides:
             raise GatewayError(400, "atlas alpha and tolerance are two operating points; give one",
                                code="bad_atlas_field")
         return cls(alpha_value, _number("max_cost", max_cost), _pairs(allowed), latency, tolerance)
+
+
+NO_OVERRIDES = Overrides()
+
+
+def atlas_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The ``x-atlas-*`` headers of an ASGI scope's raw (lower-cased) header list: the only ones
+    ``Overrides.parse`` reads, so the others are not decoded at all."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k.startswith(b"x-atlas-")}
 
 
 def _number(name: str, value: Any) -> float | None:
