@@ -49,11 +49,14 @@ class Admission:
             raise self.refusal()
         self.admitted += 1
         try:
-            try:
-                async with asyncio.timeout(self.queue_timeout_s):  # no extra task, unlike wait_for
-                    await self._sem.acquire()
-            except TimeoutError:
-                raise Rejected(f"waited {self.queue_timeout_s:g}s for a slot") from None
+            if not self._sem.locked():
+                await self._sem.acquire()  # a free slot: taken at once, no timer to arm and cancel
+            else:
+                try:
+                    async with asyncio.timeout(self.queue_timeout_s):  # no extra task, unlike wait_for
+                        await self._sem.acquire()
+                except TimeoutError:
+                    raise Rejected(f"waited {self.queue_timeout_s:g}s for a slot") from None
             self.running += 1
             try:
                 yield
