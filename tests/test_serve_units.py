@@ -13,7 +13,7 @@ from atlas_router.execution.runner import pair_messages
 from atlas_router.serve.admission import Admission, Rejected
 from atlas_router.serve.breaker import BreakerBoard, CircuitBreaker, State
 from atlas_router.serve.controller import estimate_cost
-from atlas_router.serve.request import GatewayError, Overrides, question_of
+from atlas_router.serve.request import GatewayError, Overrides, atlas_headers, question_of
 from atlas_router.tools.none import NoTool
 from atlas_router.routers.base import Decision
 from atlas_router.serve.registry import DefaultRule, RouterRegistry, call_route, parse_pair, route_result
@@ -142,6 +142,11 @@ def test_overrides_parse_and_refuse_bad_values():
             Overrides.parse(body, {})
     with pytest.raises(ValueError):
         parse_pair("a@@b@@c")
+    # from an ASGI scope: only x-atlas-* headers are read; nothing asked gives the empty overrides
+    raw = [(b"authorization", b"Bearer k"), (b"x-atlas-alpha", b"0.3"), (b"content-type", b"application/json")]
+    assert atlas_headers(raw) == {"x-atlas-alpha": "0.3"}
+    assert Overrides.parse(None, atlas_headers(raw)) == Overrides(alpha=0.3)
+    assert Overrides.parse(None, atlas_headers(raw[:1])) == Overrides()
 
 
 def test_routed_conversation_keeps_its_turns_and_refuses_empty():
