@@ -62,6 +62,46 @@ def lean_upstream(delay_s: float = 0.02):
     return app
 
 
+def pass_through_proxy(upstream: str):
+    """The least a Python gateway can do on this stack: the same server (uvicorn, uvloop, httptools) and
+    upstream client (one aiohttp session) as the gateway, forwarding each POST body to the upstream's
+    ``/v1/chat/completions`` with model ``m`` and its reply back; no routing, checks, metrics or logs. A
+    reference for how much of the gateway's cost is the HTTP stack itself."""
+    import aiohttp
+    import orjson
+
+    session: list[aiohttp.ClientSession] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        if not session:
+            session.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+        request = orjson.loads(body) if body else {}
+        request["model"] = "m"
+        async with session[0].post(f"{upstream}/v1/chat/completions", data=orjson.dumps(request),
+                                   headers={"content-type": "application/json"}) as r:
+            reply, status = await r.read(), r.status
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(reply)).encode())]})
+        await send({"type": "http.response.body", "body": reply})
+
+    return app
+
+
+def run_proxy(port: int, upstream: str) -> None:
+    """Child process: ``pass_through_proxy`` in front of ``upstream``, on the gateway's server settings."""
+    uvicorn.run(pass_through_proxy(upstream), host="127.0.0.1", port=port, log_level="warning", backlog=4096,
+                access_log=False, loop="auto", http="auto")
+
+
 def run(coro):
     """Run a benchmark's coroutine on uvloop where installed (the same loop for every side measured)."""
     try:

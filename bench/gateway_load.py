@@ -11,7 +11,8 @@ generator is an aiohttp session (``--client httpx``: httpx clients, which cost s
 request on the same 2 cores). Request counts and time are bounded; everything stays on 127.0.0.1. Each
 level also prints the CPU per request of the gateway, the upstream and the load generator, and how many of
 the machine's cores they kept busy together: where all three share few cores, the gateway's throughput
-is bounded by the CPU the other two leave it.
+is bounded by the CPU the other two leave it. Last, for reference (not binding), a bare pass-through proxy
+on the gateway's HTTP stack is driven at 32 clients: what the stack alone costs on this machine.
 
     python bench/gateway_load.py [--delay 0.02] [--requests 2000] [--max-concurrency 32] [--max-queue 32]
 """
@@ -36,7 +37,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loopback import free_port, run, run_upstream, wait_up  # noqa: E402
+from _loopback import free_port, run, run_proxy, run_upstream, wait_up  # noqa: E402
 from _report import check, check_true, finish  # noqa: E402
 
 LEVELS = (1, 32, 128)
@@ -169,6 +170,27 @@ class CpuMeter:
                 f"{os.cpu_count()} cores busy")
 
 
+def proxy_reference(ctx, upstream_url: str, upstream_pid: int, args: argparse.Namespace) -> tuple[Result, float] | None:
+    """The bare pass-through proxy (``_loopback.pass_through_proxy``) driven like the gateway at 32 clients,
+    after the gateway's levels: how close to direct the HTTP stack alone gets on this machine. Its
+    result and its CPU per request; None with --no-reference."""
+    if args.no_reference:
+        return None
+    port = free_port()
+    proxy = ctx.Process(target=run_proxy, args=(port, upstream_url), daemon=True)
+    proxy.start()
+    try:
+        wait_up(f"http://127.0.0.1:{port}/v1/models", proxy.is_alive)
+        url = f"http://127.0.0.1:{port}"
+        run(drive(url, "atlas", 4, 40, 10, args.client))
+        with CpuMeter({"proxy": proxy.pid, "upstream": upstream_pid}) as cpu:
+            result = run(drive(url, "atlas", 32, args.requests, args.time_cap, args.client))
+        return result, cpu.used["proxy"] / max(1, sum(result.statuses.values())) * 1000
+    finally:
+        proxy.terminate()
+        proxy.join(timeout=10)
+
+
 def describe(name: str, r: Result) -> str:
     codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
     errs = f" transport-errors {dict(r.errors)}" if r.errors else ""
@@ -187,6 +209,8 @@ def main() -> None:
                     help="the load generator's HTTP client (the same for direct and gateway)")
     ap.add_argument("--ignore-retry-after", action="store_true",
                     help="refused clients ask again at once instead of waiting what Retry-After asks")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the bare pass-through proxy measured at 32 clients after the gateway's levels")
     ap.add_argument("--workers", type=int, default=1, help="gateway worker processes (atlas serve --workers)")
     ap.add_argument("--profile", default="", help="write a py-spy profile of the gateway under load to this "
                     "folder (one speedscope file per level; needs py-spy)")
@@ -249,6 +273,12 @@ def main() -> None:
                 print(direct_cpu.line("direct", sum(direct.statuses.values()), direct.wall_s))
                 print(gateway_cpu.line("gateway", sum(routed.statuses.values()), routed.wall_s), flush=True)
             health = httpx.get(f"{gateway_url}/health", timeout=5).json()
+            reference = proxy_reference(ctx, upstream_url, upstream.pid, args)
+            if reference is not None:
+                print(f"reference (not binding): a bare pass-through proxy on the same stack (uvicorn, uvloop, "
+                      f"httptools, one aiohttp session; no routing, checks, metrics or logs) at 32 clients: "
+                      f"{reference[0].throughput:.1f} req/s, {reference[0].throughput / runs[32][0].throughput:.2f}x "
+                      f"of direct; proxy CPU {reference[1]:.2f} ms per request")
             print(f"after the run: running {health['running']}, queued {health['queued']}")
             for clients, (direct, routed) in runs.items():
                 fivexx = sum(v for k, v in routed.statuses.items() if k >= 500) + sum(routed.errors.values())
