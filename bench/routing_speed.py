@@ -9,11 +9,8 @@ Run: python bench/routing_speed.py [--queries 3000] [--encoder sentence-transfor
 * latency beyond encoding: one query at a time from precomputed embeddings, p50/p99 in microseconds
   (floor: p99 <= 100 us), and the same for a batch of all queries (floor: <= 10 us per query): the
   decisions (pair, utility, ranking); explanations are written when first read (``LazyDecision``), so
-  their cost is printed beside, as is the index-only path (``route_indices``). The latencies are timed
-  with the garbage collector as ``atlas serve`` runs it (``serve.heap.settle_heap``: start-up heap frozen,
-  young generation collected every 7,000 allocations, not 700); the single-query p99 under CPython's
-  defaults is printed beside (not binding), since each young-generation collection lands in some
-  query's time.
+  their cost is printed beside, as is the index-only path (``route_indices``). An untimed pass over the
+  same queries comes first: the first pass over them was the slowest (p50 48 us against 26 us, once).
 
 Data: the LLMRouter table in ../shared/data (fit on 70% of its queries, route the others, repeated
 up to --queries).
@@ -77,16 +74,9 @@ def main() -> None:
     assert len(decisions) == len(queries)
 
     n = min(args.single, len(queries))
-    lat, lat_explained, lat_default_gc = np.empty(n), np.empty(n), np.empty(n)
-    for i in range(n):  # warm-up, untimed: neither timed pass below is the first over these queries
+    lat, lat_explained = np.empty(n), np.empty(n)
+    for i in range(n):  # warm-up, untimed: no timed pass below is the first over these queries
         router.route(emb[i : i + 1])
-    for i in range(n):  # CPython's collector settings, as before the gateway settles its heap
-        t = time.perf_counter()
-        router.route(emb[i : i + 1])
-        lat_default_gc[i] = time.perf_counter() - t
-    from atlas_router.serve.heap import settle_heap
-
-    settle_heap()  # what atlas serve does once started: the timings below are the gateway's
     for i in range(n):
         t = time.perf_counter()
         router.route(emb[i : i + 1])
@@ -115,8 +105,7 @@ def main() -> None:
     print(f"route (encode + route): {route_qps:,.1f} queries/s ({route_s:.1f}s)")
     p99, per_query = np.percentile(lat, 99) * 1e6, batch_s / len(queries) * 1e6
     print(f"routing beyond encoding, one query at a time: p50 {np.percentile(lat, 50) * 1e6:,.0f} us, "
-          f"p99 {p99:,.0f} us ({n} queries); with CPython's default collector settings: p50 "
-          f"{np.percentile(lat_default_gc, 50) * 1e6:,.0f} us, p99 {np.percentile(lat_default_gc, 99) * 1e6:,.0f} us")
+          f"p99 {p99:,.0f} us ({n} queries)")
     print(f"  the same with its explanation read: p50 {np.percentile(lat_explained, 50) * 1e6:,.0f} us, "
           f"p99 {np.percentile(lat_explained, 99) * 1e6:,.0f} us")
     print(f"routing beyond encoding, one batch of {len(queries)}: {per_query:,.1f} us per query; with every "
