@@ -10,7 +10,7 @@ Run: python bench/routing_speed.py [--queries 3000] [--encoder sentence-transfor
   (floor: p99 <= 100 us), and the same for a batch of all queries (floor: <= 10 us per query): the
   decisions (pair, utility, ranking); explanations are written when first read (``LazyDecision``), so
   their cost is printed beside, as is the index-only path (``route_indices``). An untimed pass over the
-  same queries comes first: the first pass over them was the slowest (p50 48 us against 26 us, once).
+  same queries comes first, so that no timed pass pays for first touches of the tables and queries.
 
 Data: the LLMRouter table in ../shared/data (fit on 70% of its queries, route the others, repeated
 up to --queries).
