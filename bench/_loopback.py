@@ -49,17 +49,28 @@ def lean_upstream(delay_s: float = 0.02):
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
-        more = True
-        while more:
-            more = (await receive()).get("more_body", False)
+        await _read_body(receive)
         if scope["method"] == "POST":
             await asyncio.sleep(delay_s)
-        body = _REPLY if scope["method"] == "POST" else b'{"object":"list","data":[{"id":"m"}]}'
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 200, _REPLY if scope["method"] == "POST" else b'{"object":"list","data":[{"id":"m"}]}')
 
     return app
+
+
+async def _read_body(receive) -> bytes:
+    """A bare ASGI app's whole request body."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    return body
+
+
+async def _send_json(send, status: int, body: bytes) -> None:
+    """A bare ASGI app's JSON reply: one start message, one body message."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def pass_through_proxy(upstream: str):
@@ -78,10 +89,7 @@ def pass_through_proxy(upstream: str):
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body, more = body + message.get("body", b""), message.get("more_body", False)
+        body = await _read_body(receive)
         if not session:
             session.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
         request = orjson.loads(body) if body else {}
@@ -89,9 +97,7 @@ def pass_through_proxy(upstream: str):
         async with session[0].post(f"{upstream}/v1/chat/completions", data=orjson.dumps(request),
                                    headers={"content-type": "application/json"}) as r:
             reply, status = await r.read(), r.status
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(reply)).encode())]})
-        await send({"type": "http.response.body", "body": reply})
+        await _send_json(send, status, reply)
 
     return app
 
