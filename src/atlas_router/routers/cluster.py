@@ -485,8 +485,11 @@ class ClusterRouter(Router):
         return plan
 
     def _route(self, queries: Queries, alpha: float) -> list[Decision]:
-        t = self.query_tables(self.embed(queries), alpha)
-        return self.decisions(t, alpha)
+        emb = np.asarray(self.embed(queries), dtype=np.float64)
+        plan = self._plan(alpha, None)
+        if len(emb) == 1:  # one query: its row as plain lists, decided on them (a few numpy calls in all)
+            return self._decide(plan.one(self, emb[0]), alpha, None, None)
+        return self.decisions(plan.tables(self, emb), alpha)
 
     def route_indices(self, emb: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """Chosen pair index per embedding row, without explanations (the fast path for batches)."""
@@ -496,25 +499,32 @@ class ClusterRouter(Router):
         return best_pairs(t["utility"], t["cost"])
 
     def decisions(self, t: dict[str, np.ndarray], alpha: float, choice: np.ndarray | None = None,
-                   point: str | None = None) -> list[Decision]:
+                  point: str | None = None) -> list[Decision]:
         """One Decision per row of ``t``: the pair of best utility (or ``choice``, the pairs an operating
         point chose, labelled ``point``, whose utility is then their expected accuracy), the ranking by
         utility, and an explanation written when first read (``LazyDecision``)."""
         u, k_top = t["utility"], max(int(self.top), 1)
         if len(u) <= _FEW:  # a few rows: plain Python on lists beats the numpy calls' fixed cost
-            choices, values, orders = _few_choices(u.tolist(), t["cost"].tolist(), k_top,
-                                                   None if choice is None else choice.tolist(),
-                                                   t["accuracy"].tolist() if point is not None else None)
-        else:
-            if choice is None:
-                choice = best_pairs(u, t["cost"])
-            rows = np.arange(len(u))
-            values = (t["accuracy"] if point is not None else u)[rows, choice].tolist()
-            order_ix = np.argsort(-u, axis=1, kind="stable")[:, :k_top]
-            finite = (u[rows[:, None], order_ix] > -np.inf).tolist()
-            orders = [[p for p, ok in zip(o, f) if ok] for o, f in zip(order_ix.tolist(), finite)]
-            choices = choice.tolist()
-        pairs, explain = self.pairs_, _Explainer(self, t, alpha, orders, point)
+            return self._decide(_row_lists(t, self.n_clusters_), alpha, None if choice is None else choice.tolist(),
+                                point)
+        if choice is None:
+            choice = best_pairs(u, t["cost"])
+        rows = np.arange(len(u))
+        values = (t["accuracy"] if point is not None else u)[rows, choice].tolist()
+        order_ix = np.argsort(-u, axis=1, kind="stable")[:, :k_top]
+        finite = (u[rows[:, None], order_ix] > -np.inf).tolist()
+        orders = [[p for p, ok in zip(o, f) if ok] for o, f in zip(order_ix.tolist(), finite)]
+        return self._lazy(choice.tolist(), values, orders, _Explainer(self, t["single"], alpha, orders, point, t=t))
+
+    def _decide(self, x: dict[str, Any], alpha: float, choice: list[int] | None, point: str | None) -> list[Decision]:
+        """``decisions`` for rows already in list form (``_row_lists``, ``_RoutePlan.one``)."""
+        choices, values, orders = _few_choices(x["u"], x["cost"], max(int(self.top), 1), choice,
+                                               x["acc"] if point is not None else None)
+        return self._lazy(choices, values, orders, _Explainer(self, x["single"], alpha, orders, point, lists=x))
+
+    def _lazy(self, choices: list[int], values: list[float], orders: list[list[int]],
+              explain: "_Explainer") -> list[Decision]:
+        pairs = self.pairs_
         return [LazyDecision(*pairs[j], values[i], [pairs[p] for p in orders[i]], functools.partial(explain.row, i, j))
                 for i, j in enumerate(choices)]
 
@@ -558,38 +568,45 @@ def _few_choices(u: list[list[float]], cost: list[list[float]], k_top: int, choi
     top ``k_top`` finite pairs by utility (stable), for a few rows, on plain lists."""
     choices, values, orders = [], [], []
     for i, (ui, ci) in enumerate(zip(u, cost)):
+        ranked = sorted(range(len(ui)), key=ui.__getitem__, reverse=True)  # stable: ties keep pair order
         if choice is None:
-            best = max(ui)
-            near = [p for p, x in enumerate(ui) if x >= best - 1e-12]
-            j = near[0] if len(near) == 1 else min(near, key=lambda p: (ci[p] if ci[p] == ci[p] else -math.inf, p))
+            floor = ui[ranked[0]] - 1e-12
+            if len(ui) > 1 and ui[ranked[1]] >= floor:  # near-ties in utility: the cheapest of them
+                near = [p for p in ranked if ui[p] >= floor]
+                j = min(near, key=lambda p: (ci[p] if ci[p] == ci[p] else -math.inf, p))
+            else:
+                j = ranked[0]
         else:
             j = choice[i]
         choices.append(j)
         values.append((acc[i] if acc is not None else ui)[j])
-        orders.append([p for p in sorted(range(len(ui)), key=lambda p: -ui[p])[:k_top] if ui[p] > -math.inf])
+        orders.append([p for p in ranked[:k_top] if ui[p] > -math.inf])
     return choices, values, orders
 
 
-class _Explainer:
-    """Writes the explanations of one batch of cluster decisions on demand: the batch's arrays become plain
-    lists on the first explanation read, then each row's is a few dict lookups."""
+def _row_lists(t: dict[str, Any], k: int) -> dict[str, Any]:
+    """The rows of ``tables`` as plain lists (what explanations and ``_few_choices`` read)."""
+    post = t["posterior"]
+    return {"u": t["utility"].tolist(), "acc": t["accuracy"].tolist(), "cost": t["cost"].tolist(),
+            "n": t["n"].tolist(), "pooled": (t["row"] == k).tolist(), "dist": t["distance"].tolist(),
+            "cluster": t["cluster"].tolist(), "ood": t["ood"].tolist(), "row": t["row"].tolist(),
+            "post": post.tolist() if post is not None else None, "single": t["single"]}
 
-    def __init__(self, router: "ClusterRouter", t: dict[str, Any], alpha: float, orders: list[list[int]],
-                 point: str | None) -> None:
-        self.router, self.t, self.alpha, self.orders, self.point = router, t, alpha, orders, point
-        self._lists: dict[str, Any] | None = None
+
+class _Explainer:
+    """Writes the explanations of one batch of cluster decisions on demand: the batch's arrays (``t``)
+    become plain lists on the first explanation read (rows already in list form are given as ``lists``),
+    then each row's is a few dict lookups."""
+
+    def __init__(self, router: "ClusterRouter", single: bool, alpha: float, orders: list[list[int]],
+                 point: str | None, t: dict[str, Any] | None = None, lists: dict[str, Any] | None = None) -> None:
+        self.router, self.single, self.alpha, self.orders, self.point = router, single, alpha, orders, point
+        self.t, self._lists = t, lists
 
     def lists(self) -> dict[str, Any]:
         if self._lists is None:
-            t, router = self.t, self.router
-            post = t["posterior"]
-            self._lists = {
-                "u": t["utility"].tolist(), "acc": t["accuracy"].tolist(), "cost": t["cost"].tolist(),
-                "n": t["n"].tolist(), "pooled": (t["row"] == router.n_clusters_).tolist(),
-                "dist": t["distance"].tolist(), "cluster": t["cluster"].tolist(), "ood": t["ood"].tolist(),
-                "post": post.tolist() if post is not None else None,
-                "best3": np.argsort(-post, axis=1, kind="stable")[:, :3].tolist() if post is not None else None,
-            }
+            assert self.t is not None
+            self._lists = _row_lists(self.t, self.router.n_clusters_)
         return self._lists
 
     def row(self, i: int, j: int) -> dict[str, Any]:
@@ -598,7 +615,7 @@ class _Explainer:
         u_i, n_i, acc_i = x["u"][i], x["n"][i], x["acc"][i]
         if x["pooled"][i]:
             fallback = "out of distribution: routed on pooled statistics"
-        elif self.t["single"]:
+        elif self.single:
             fallback = "best single pair: no setting beat it with 95% confidence in cross-validation"
         elif pairs[j] in r.prior_pairs_:
             fallback = f"pair has no records: prior accuracy {r.prior_accuracy:g} and price-based cost"
@@ -616,7 +633,8 @@ class _Explainer:
         }
         if x["post"] is not None:
             post = x["post"][i]
-            out["benchmark"] = {r.tasks_[b]: round(post[b], 3) for b in x["best3"][i] if post[b] >= 0.01}
+            best3 = sorted(range(len(post)), key=post.__getitem__, reverse=True)[:3]  # stable, as argsort
+            out["benchmark"] = {r.tasks_[b]: round(post[b], 3) for b in best3 if post[b] >= 0.01}
         if self.point is not None:  # an operating point chose the pair: its expected accuracy, not a utility
             del out["alpha"]
             out["expected_accuracy"] = round(acc_i[j], 4)
@@ -648,17 +666,45 @@ class _RoutePlan:
             self.task_table = task.reshape(task.shape[0], task.shape[1], -1)  # (K+1, B, 4P)
         self.single = tab["single"]
         # for one query: the mixing weights folded into the tables, so that its row costs a few numpy calls
+        with np.errstate(invalid="ignore"):
+            self._fold_for_one(router)
+
+    def _fold_for_one(self, router: "ClusterRouter") -> None:
+        """The tables ``one`` reads: the mixing weights and non-finite entries folded in once."""
         scale = np.array([1.0, 1.0 - self.r, 1.0, 1.0])[None, :, None]  # accuracy keeps 1 - r of the table
         if self.w > 0:  # (w = 1: the cluster table is not used at all, as in tables(); no 0 * -inf)
-            self.cluster_part = (np.zeros_like(self.cluster_table) if self.w == 1.0
-                                 else (1.0 - self.w) * self.cluster_table * scale)
-            self.task_part = self.w * (task * scale[:, None]).reshape(task.shape[0], task.shape[1], -1)
+            cluster_part = (np.zeros_like(self.cluster_table) if self.w == 1.0
+                            else (1.0 - self.w) * self.cluster_table * scale)
+            task = self.task_table.reshape(*self.task_table.shape[:2], 4, -1)  # (K+1, B, 4, P)
+            task_part = self.w * (task * scale[:, None]).reshape(self.task_table.shape)
+            # the posterior weights only the finite entries; a column with any non-finite entry takes their
+            # sum (-inf, or NaN), added once, as the weighted sum would (no 0 * inf, so no errstate per call)
+            finite = np.isfinite(task_part)
+            self.task_finite = np.where(finite, task_part, 0.0)
+            cluster_part = cluster_part + np.where(finite, 0.0, task_part).sum(axis=1).reshape(cluster_part.shape)
         else:
-            self.cluster_part = self.cluster_table * scale
+            cluster_part = self.cluster_table * scale
+        cluster_part[:, 0] = np.where(np.isfinite(cluster_part[:, 0]), cluster_part[:, 0], -np.inf)  # NaN utility
+        self.cluster_part = cluster_part
+        # one product gives the distances (less |e|^2), the benchmark logits and the ridge scores, offsets added
+        offsets = [router.centroid_sq_]
+        if self.w > 0:
+            offsets.append(router.task_intercept_)
+        if self.r > 0:
+            offsets.append(router.ridge_intercept_)
+        self.offset = np.concatenate(offsets).astype(np.float64)
+        if self.r > 0:  # what the ridge adds to (u, acc, cost, n): per unit of its score, and out of distribution
+            self.ridge_mix = np.array([[(1.0 - self.alpha) * self.r], [self.r], [0.0], [0.0]])
+            self.far_ridge = np.zeros_like(self.cluster_part[0])
+            self.far_ridge[:2] = self.ridge_mix[:2] * router.default_accuracy_
 
     def tables(self, router: "ClusterRouter", emb: np.ndarray) -> dict[str, Any]:
         if len(emb) == 1:
-            return self._one(router, emb[0])
+            x = self.one(router, emb[0])
+            return {"cluster": np.array(x["cluster"]), "distance": np.array(x["dist"]), "ood": np.array(x["ood"]),
+                    "row": np.array(x["row"]), "posterior": None if x["post"] is None else np.array(x["post"]),
+                    "utility": np.array(x["u"]), "single": x["single"], "accuracy": np.array(x["acc"]),
+                    "cost": np.array(x["cost"]), "n": np.array(x["n"])}
         k, w, r = self.k, self.w, self.r
         proj = emb @ self.proj
         partial = proj[:, :k] + router.centroid_sq_  # the squared distance less |e|^2, which ranks alike
@@ -687,39 +733,34 @@ class _RoutePlan:
         return {"cluster": clusters, "distance": dist, "ood": ood, "row": rows, "posterior": post, "utility": u,
                 "single": self.single, "accuracy": acc, "cost": mixed[:, 2], "n": mixed[:, 3]}
 
-    def _one(self, router: "ClusterRouter", e: np.ndarray) -> dict[str, Any]:
-        """``tables`` for one embedding, the same numbers (tested) in about a third of the numpy calls: a
-        single decision's time is the count of those calls, not arithmetic."""
+    def one(self, router: "ClusterRouter", e: np.ndarray) -> dict[str, Any]:
+        """``tables`` for one embedding, as one row of plain lists (``_row_lists``' form): the same numbers
+        (tested) in a few numpy calls, none of them under ``np.errstate``. Why: a single decision's time is
+        the count of those calls and of the Python objects they make, not arithmetic."""
         k, w, r = self.k, self.w, self.r
-        proj = e @ self.proj
-        partial = proj[:k] + router.centroid_sq_
-        c = int(partial.argmin())
-        dist = math.sqrt(max(float(e @ e) + float(partial[c]), 0.0))
+        proj = np.dot(e, self.proj)  # (np.dot: a BLAS call without the matmul ufunc's set-up)
+        proj += self.offset
+        c = int(proj[:k].argmin())
+        dist = math.sqrt(max(float(np.dot(e, e)) + float(proj[c]), 0.0))
         ood = dist > router.ood_threshold_
         row = router.n_clusters_ if ood and router.ood_fallback == "pooled" else c
         post = None
-        with np.errstate(invalid="ignore"):
-            mixed = self.cluster_part[row]
-            if w > 0:
-                z = (proj[k:k + self.n_tasks] + router.task_intercept_).tolist()
-                top = max(z)
-                ex = [math.exp(x - top) for x in z]
-                total = sum(ex)
-                post = np.array([[x / total for x in ex]])
-                mixed = mixed + (post[0] @ self.task_part[row]).reshape(mixed.shape)
-            if r > 0:
-                if row == router.n_clusters_:  # out of distribution: no extrapolated success model
-                    learned = router.default_accuracy_
-                else:
-                    learned = np.clip(proj[k + self.n_tasks:] + router.ridge_intercept_, 0.0, 1.0)
-                u = mixed[0] + ((1 - self.alpha) * r) * learned
-                acc = mixed[1] + r * learned
-            else:
-                u, acc = mixed[0].copy(), mixed[1]
-        u[~np.isfinite(u)] = -np.inf
-        return {"cluster": np.array([c]), "distance": np.array([dist]), "ood": np.array([ood]),
-                "row": np.array([row]), "posterior": post, "utility": u[None], "single": self.single,
-                "accuracy": acc[None], "cost": mixed[None, 2], "n": mixed[None, 3]}
+        mixed = self.cluster_part[row]
+        if w > 0:
+            z = proj[k:k + self.n_tasks]
+            weights = np.exp(z - z.max())
+            weights /= weights.sum()
+            mixed = mixed + np.dot(weights, self.task_finite[row]).reshape(mixed.shape)
+            weights = weights.tolist()
+            post = [weights]
+        far = row == router.n_clusters_
+        if r > 0:  # out of distribution (far): no extrapolated success model, the pooled accuracy instead
+            mixed = mixed + (self.far_ridge if far else self.ridge_mix * np.clip(proj[k + self.n_tasks:], 0.0, 1.0))
+        u, acc, cost, n = mixed.tolist()
+        if r > 0 and far:  # a pair with no pooled accuracy is never chosen
+            u = [x if x == x else -math.inf for x in u]
+        return {"u": [u], "acc": [acc], "cost": [cost], "n": [n], "pooled": [far], "dist": [dist], "cluster": [c],
+                "ood": [ood], "row": [row], "post": post, "single": self.single}
 
 
 # -- statistics per cell ----------------------------------------------------------------------------

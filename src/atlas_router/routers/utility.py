@@ -16,7 +16,7 @@ from atlas_router.errors import AtlasError
 
 def check_alpha(alpha: float) -> float:
     a = float(alpha)
-    if not 0.0 <= a <= 1.0 or np.isnan(a):
+    if not 0.0 <= a <= 1.0:  # NaN fails the comparison too
         raise AtlasError(f"alpha must lie in [0, 1], got {alpha}")
     return a
 
