@@ -493,7 +493,11 @@ class ClusterRouter(Router):
 
     def route_indices(self, emb: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """Chosen pair index per embedding row, without explanations (the fast path for batches)."""
-        t = self.query_tables(self.embed(emb), self.alpha if alpha is None else alpha)
+        a, emb = self.alpha if alpha is None else alpha, np.asarray(self.embed(emb), dtype=np.float64)
+        if len(emb) == 1:
+            x = self._plan(a, None).one(self, emb[0])
+            return np.array(_few_choices(x["u"], x["cost"], 0, None, None)[0], dtype=np.intp)
+        t = self.query_tables(emb, a)
         if len(t["utility"]) <= _FEW:
             return np.array(_few_choices(t["utility"].tolist(), t["cost"].tolist(), 0, None, None)[0], dtype=np.intp)
         return best_pairs(t["utility"], t["cost"])
