@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS: list[tuple[str, list[str], list[str], int]] = [
     ("encoder_speed", [], ["--queries", "300", "--repeat", "1"], 1200),
     ("routing_speed", [], ["--queries", "500", "--single", "500"], 1200),
+    ("routing_instructions", [], ["--decisions", "100"], 900),
     ("pair_throughput", [], ["--jobs", "256", "--repeat", "1"], 600),
     ("gateway_load", [], ["--requests", "600", "--time-cap", "10"], 900),
     ("records_load", [], ["--rows", "200000"], 900),
