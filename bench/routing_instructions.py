@@ -3,17 +3,17 @@
 ``bench/routing_speed.py`` times one decision in microseconds, and on a shared VM that tail moves with the
 machine's speed of the hour. This counts the CPU instructions one single-query decision executes instead,
 which is the same from run to run for the same code, inputs and libraries, whatever else the machine does.
-The baseline, counted in the same run: the bare product of one embedding with the routing plan's
-projection matrix (``np.dot(e, proj)``), the one piece of arithmetic a decision cannot skip. Its count
-moves with where the arrays happen to lie in memory (the BLAS kernel's path depends on alignment), so
-compare commits by the count per decision, not by the ratio.
+The baseline, counted in the same run: the bare product of one embedding with the matrix a decision
+projects it on (centroids, benchmark and ridge coefficients: ``np.dot(e, proj)``), the one piece of
+arithmetic a decision cannot skip. Its count moves with where the arrays happen to lie in memory (the
+BLAS kernel's path depends on alignment), so compare commits by the count per decision, not by the ratio.
 
 How: a cluster router is fitted on the LLMRouter table (70% split, the ``hashing:384`` encoder, so that no
 model weights are needed) and saved; then a child process loads it and makes N decisions (or N bare
 products), once with N = 0 and once with N = --decisions under callgrind, with the garbage collector off
-(a collection would land in one count and not the other) and, where ``setarch -R`` exists, address
-randomisation off (the BLAS kernels' path depends on alignment); the difference divided by N is the count
-per call. Needs valgrind (Debian's package).
+(a collection would land in one count and not the other), one BLAS thread, a fixed string-hash seed
+and, where ``setarch -R`` exists, address randomisation off (the BLAS kernels' path depends on alignment);
+the difference divided by N is the count per call. Needs valgrind (Debian's package).
 
     python bench/routing_instructions.py [--decisions 1000] [--explain]
 """
@@ -21,6 +21,7 @@ per call. Needs valgrind (Debian's package).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import shutil
@@ -41,8 +42,14 @@ router = load_router(sys.argv[1])
 emb = np.load(sys.argv[2])
 n, what = int(sys.argv[3]), sys.argv[4]
 rows = [emb[i % len(emb):i % len(emb) + 1] for i in range(max(n, 1))]
-plan = router._plan(router.alpha, None)
-proj = plan.proj
+# the projection a decision multiplies the embedding by: the centroids, and the benchmark and ridge coefficients
+# where the fitted router uses them (its fitted state, not the routing plan's private layout)
+parts = [router.centroids_.T]
+if router.task_weight_ > 0 and router.task_coef_ is not None:
+    parts.append(router.task_coef_)
+if router.ridge_weight_ > 0:
+    parts.append(router.ridge_coef_)
+proj = np.ascontiguousarray(np.hstack(parts), dtype=np.float64)
 router.route(rows[0])[0].explanation  # first touches (plan, tables) outside the counted difference
 gc.disable()  # a collection would land in one of the two counts and not the other
 for x in rows[:n]:
@@ -54,6 +61,11 @@ for x in rows[:n]:
         np.dot(np.asarray(x[0], dtype=np.float64), proj)
 """
 
+# the same count for the same work: one BLAS thread (idle pool threads spin after each call, and valgrind counts
+# their instructions) and a fixed string-hash seed (a random one moves dict layouts, and the count by ~1M)
+CHILD_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+             "PYTHONHASHSEED": "0"}
+
 
 def instructions(router_path: Path, emb_path: Path, n: int, what: str) -> int:
     """Instructions the child executes in all (callgrind's total)."""
@@ -62,7 +74,7 @@ def instructions(router_path: Path, emb_path: Path, n: int, what: str) -> int:
         fixed = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []  # same addresses each run
         proc = subprocess.run([*fixed, "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-c",
                                CHILD, str(router_path), str(emb_path), str(n), what],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=CHILD_ENV)
         if proc.returncode != 0:
             sys.exit(f"error: the counted child failed: {proc.stderr.strip().splitlines()[-1:]}")
         found = re.search(r"Collected : (\d+)", proc.stderr)
@@ -102,7 +114,7 @@ def main() -> None:
         np.save(emb_path, encoder.encode(list(dict.fromkeys(test["query"]))[:500]))
         product = per_call(router_path, emb_path, args.decisions, "product")
         decision = per_call(router_path, emb_path, args.decisions, "decision")
-        print(f"bare product (embedding x plan projection): {product:,.0f} instructions")
+        print(f"bare product (embedding x centroids, benchmark and ridge coefficients): {product:,.0f} instructions")
         print(f"one routing decision from its embedding: {decision:,.0f} instructions, {decision / product:.2f}x "
               f"the bare product")
         if args.explain:
