@@ -3,10 +3,9 @@
 ``bench/routing_speed.py`` times one decision in microseconds, and on a shared VM that tail moves with the
 machine's speed of the hour. This counts the CPU instructions one single-query decision executes instead,
 which is the same from run to run for the same code, inputs and libraries, whatever else the machine does.
-The baseline, counted in the same run: the bare product of one embedding with the matrix a decision
-projects it on (centroids, benchmark and ridge coefficients: ``np.dot(e, proj)``), the one piece of
-arithmetic a decision cannot skip. Its count moves with where the arrays happen to lie in memory (the
-BLAS kernel's path depends on alignment), so compare commits by the count per decision, not by the ratio.
+The baseline, counted in the same run: the bare product of one embedding with the router's centroids
+(``np.dot(e, centroids)``), the one piece of arithmetic no cluster router can skip, whatever its
+settings. Compare commits by the count per decision; the ratio is printed for scale.
 
 How: a cluster router is fitted on the LLMRouter table (70% split, the ``hashing:384`` encoder, so that no
 model weights are needed) and saved; then a child process loads it and makes N decisions (or N bare
@@ -42,14 +41,7 @@ router = load_router(sys.argv[1])
 emb = np.load(sys.argv[2])
 n, what = int(sys.argv[3]), sys.argv[4]
 rows = [emb[i % len(emb):i % len(emb) + 1] for i in range(max(n, 1))]
-# the projection a decision multiplies the embedding by: the centroids, and the benchmark and ridge coefficients
-# where the fitted router uses them (its fitted state, not the routing plan's private layout)
-parts = [router.centroids_.T]
-if router.task_weight_ > 0 and router.task_coef_ is not None:
-    parts.append(router.task_coef_)
-if router.ridge_weight_ > 0:
-    parts.append(router.ridge_coef_)
-proj = np.ascontiguousarray(np.hstack(parts), dtype=np.float64)
+centroids = np.ascontiguousarray(router.centroids_.T, dtype=np.float64)
 router.route(rows[0])[0].explanation  # first touches (plan, tables) outside the counted difference
 gc.disable()  # a collection would land in one of the two counts and not the other
 for x in rows[:n]:
@@ -58,7 +50,7 @@ for x in rows[:n]:
     elif what == "explained":
         router.route(x)[0].explanation
     else:
-        np.dot(np.asarray(x[0], dtype=np.float64), proj)
+        np.dot(np.asarray(x[0], dtype=np.float64), centroids)
 """
 
 # the same count for the same work: one BLAS thread (idle pool threads spin after each call, and valgrind counts
@@ -114,7 +106,7 @@ def main() -> None:
         np.save(emb_path, encoder.encode(list(dict.fromkeys(test["query"]))[:500]))
         product = per_call(router_path, emb_path, args.decisions, "product")
         decision = per_call(router_path, emb_path, args.decisions, "decision")
-        print(f"bare product (embedding x centroids, benchmark and ridge coefficients): {product:,.0f} instructions")
+        print(f"bare product (embedding x centroids): {product:,.0f} instructions")
         print(f"one routing decision from its embedding: {decision:,.0f} instructions, {decision / product:.2f}x "
               f"the bare product")
         if args.explain:
