@@ -13,6 +13,8 @@ level also prints the CPU per request of the gateway, the upstream and the load 
 the machine's cores they kept busy together: where all three share few cores, the gateway's throughput
 is bounded by the CPU the other two leave it. Last, for reference (not binding), a bare pass-through proxy
 on the gateway's HTTP stack is driven at 32 clients: what the stack alone costs on this machine.
+``--profile DIR`` records the gateway under py-spy at each level and prints where its samples stop, by
+package (uvicorn, aiohttp, asyncio, our modules).
 
     python bench/gateway_load.py [--delay 0.02] [--requests 2000] [--max-concurrency 32] [--max-queue 32]
 """
@@ -191,6 +193,31 @@ def proxy_reference(ctx, upstream_url: str, upstream_pid: int, args: argparse.Na
         proxy.join(timeout=10)
 
 
+def profile_shares(path: Path, top: int = 8) -> str:
+    """Where a py-spy speedscope profile's samples stop (their innermost Python frame), by package: the
+    third-party package, our module, or the standard library module. Why: the gateway's cost is the HTTP
+    stack's plus its own, and this says how they split without opening the profile."""
+    import json
+    import re
+
+    data = json.loads(path.read_text())
+    frames = data["shared"]["frames"]
+    shares: Counter[str] = Counter()
+    for profile in data["profiles"]:
+        for stack, weight in zip(profile["samples"], profile["weights"]):
+            if stack:
+                file = frames[stack[-1]].get("file", "")
+                ours = re.search(r"(atlas_router/[\w/]+)\.py", file)
+                third = re.search(r"site-packages/([^/.]+)", file)
+                std = re.search(r"python3\.\d+/([^/.]+)", file)
+                shares[ours.group(1).replace("/", ".") if ours else third.group(1) if third
+                       else std.group(1) if std else "other"] += weight
+    total = sum(shares.values()) or 1.0
+    ours_total = sum(v for k, v in shares.items() if k.startswith("atlas_router"))
+    parts = ", ".join(f"{k} {v / total:.0%}" for k, v in shares.most_common(top))
+    return f"  where the gateway's samples stop: {parts}; atlas_router in all {ours_total / total:.0%}"
+
+
 def describe(name: str, r: Result) -> str:
     codes = " ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()))
     errs = f" transport-errors {dict(r.errors)}" if r.errors else ""
@@ -272,6 +299,8 @@ def main() -> None:
                       f"{routed.throughput / direct.throughput:.2f}x of direct")
                 print(direct_cpu.line("direct", sum(direct.statuses.values()), direct.wall_s))
                 print(gateway_cpu.line("gateway", sum(routed.statuses.values()), routed.wall_s), flush=True)
+                if spy is not None:
+                    print(profile_shares(Path(args.profile) / f"gateway-{clients}.speedscope.json"), flush=True)
             health = httpx.get(f"{gateway_url}/health", timeout=5).json()
             reference = proxy_reference(ctx, upstream_url, upstream.pid, args)
             if reference is not None:
