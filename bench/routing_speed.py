@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -101,12 +102,7 @@ def main() -> None:
                 lat[name][p, i] = time.perf_counter() - t
 
     def best(fn) -> float:
-        times = []
-        for _ in range(args.passes):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return min(timeit.repeat(fn, number=1, repeat=args.passes))
 
     batch_s = best(lambda: router.route(emb))
     batch_explained_s = best(lambda: [d.explanation for d in router.route(emb)])
