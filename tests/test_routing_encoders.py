@@ -213,3 +213,30 @@ def test_onnx_spec_options_and_errors():
         with pytest.raises(AtlasError, match=msg) as err:
             build_encoder(spec, cache=False)
         assert "\n" not in str(err.value)
+
+
+def _plan_cost(lengths: list[int], runs: list[tuple[int, int]], run_cost: float) -> float:
+    return sum((end - start) * lengths[start] + run_cost for start, end in runs)
+
+
+def test_onnx_padding_plan_is_the_cheapest_cut_of_length_sorted_texts():
+    from atlas_router.routers.encoders.onnx import padding_plan
+
+    rng = random.Random(7)
+    for trial in range(200):
+        n, rows, run_cost = rng.randint(1, 9), rng.randint(1, 4), rng.choice([0.0, 3.0, 16.0])
+        lengths = sorted((rng.randint(1, 60) for _ in range(n)), reverse=True)
+        runs = padding_plan(np.array(lengths), rows, run_cost)
+        assert runs[0][0] == 0 and runs[-1][1] == n and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+        assert all(0 < end - start <= rows for start, end in runs)
+        # brute force over every way to cut the sorted list into runs of at most ``rows``
+        best = float("inf")
+        for mask in range(1 << (n - 1)):
+            cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+            split = list(zip(cuts, cuts[1:]))
+            if all(end - start <= rows for start, end in split):
+                best = min(best, _plan_cost(lengths, split, run_cost))
+        assert _plan_cost(lengths, runs, run_cost) == pytest.approx(best)
+    # equal lengths: full runs, as fixed batching would make; a steep drop: cut there, not at the batch size
+    assert padding_plan(np.array([10] * 8), 4) == [(0, 4), (4, 8)]
+    assert padding_plan(np.array([256, 250, 30, 28, 27, 25]), 64) == [(0, 2), (2, 6)]
