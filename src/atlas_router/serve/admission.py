@@ -7,8 +7,6 @@ A request that waits longer than ``queue_timeout_s`` is refused the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 
 class Rejected(Exception):
@@ -42,26 +40,45 @@ class Admission:
     def refusal(self) -> Rejected:
         return Rejected(f"too many requests: {self.running} running and {self.waiting} waiting")
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a run slot for the body of the ``async with``; raise Rejected when full."""
-        if self.full:
-            raise self.refusal()
-        self.admitted += 1
+    def slot(self) -> "_Slot":
+        """A run slot for the body of an ``async with``; raises Rejected when full. A class rather than a
+        generator-based context manager: it is entered on every request."""
+        return _Slot(self)
+
+
+class _Slot:
+    """One request's place: counted as admitted on entry, running once it holds the semaphore."""
+
+    __slots__ = ("admission", "holds")
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.holds = False
+
+    async def __aenter__(self) -> None:
+        adm = self.admission
+        if adm.full:
+            raise adm.refusal()
+        adm.admitted += 1
         try:
-            if not self._sem.locked():
-                await self._sem.acquire()  # a free slot: taken at once, no timer to arm and cancel
+            if not adm._sem.locked():
+                await adm._sem.acquire()  # a free slot: taken at once, no timer to arm and cancel
             else:
                 try:
-                    async with asyncio.timeout(self.queue_timeout_s):  # no extra task, unlike wait_for
-                        await self._sem.acquire()
+                    async with asyncio.timeout(adm.queue_timeout_s):  # no extra task, unlike wait_for
+                        await adm._sem.acquire()
                 except TimeoutError:
-                    raise Rejected(f"waited {self.queue_timeout_s:g}s for a slot") from None
-            self.running += 1
-            try:
-                yield
-            finally:
-                self.running -= 1
-                self._sem.release()
-        finally:
-            self.admitted -= 1
+                    raise Rejected(f"waited {adm.queue_timeout_s:g}s for a slot") from None
+        except BaseException:
+            adm.admitted -= 1
+            raise
+        self.holds = True
+        adm.running += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        adm = self.admission
+        if self.holds:
+            self.holds = False
+            adm.running -= 1
+            adm._sem.release()
+            adm.admitted -= 1

@@ -67,6 +67,24 @@ class _PoolLease:
             await self.pool.aclose()
 
 
+class _PoolUse:
+    """The live pool for the body of an ``async with``: a user of its lease until the body ends. A class
+    rather than a generator-based context manager: it is entered on every request."""
+
+    __slots__ = ("lease",)
+
+    def __init__(self, lease: _PoolLease) -> None:
+        self.lease = lease
+
+    async def __aenter__(self) -> Pool:
+        self.lease.users += 1
+        return self.lease.pool
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.lease.users -= 1
+        await self.lease.maybe_close()
+
+
 class Controller:
     """Routing, execution, fallback and breakers for one gateway."""
 
@@ -88,15 +106,8 @@ class Controller:
     def pool(self) -> Pool:
         return self._lease.pool
 
-    @contextlib.asynccontextmanager
-    async def _use_pool(self) -> AsyncIterator[Pool]:
-        lease = self._lease
-        lease.users += 1
-        try:
-            yield lease.pool
-        finally:
-            lease.users -= 1
-            await lease.maybe_close()
+    def _use_pool(self) -> "_PoolUse":
+        return _PoolUse(self._lease)
 
     def model_names(self) -> list[str]:
         return [m.name for m in self.pool.config.models]
@@ -211,7 +222,7 @@ class Controller:
                     return answer
                 first.append(answer)
         prompt_chars = sum(len(content_text(m.get("content") or "")) for m in messages)
-        ranking, estimates = self._candidates(pool.config, routed, ov, prompt_chars, params.max_tokens)
+        ranking = self._candidates(pool.config, routed, ov, prompt_chars, params.max_tokens)
         if ov.max_latency_s is not None:
             ranking, note = within_budget(ranking, self.latency, ov.max_latency_s)
             routed.explanation = {**routed.explanation, "latency": note}
@@ -234,7 +245,7 @@ class Controller:
         pair = (answer.model, answer.tool or "")
         answer.latency_s = time.perf_counter() - start
         answer.utility = routed.utility if routed.ranking[:1] == [pair] else None
-        answer.estimated_cost = estimates.get(pair)
+        answer.estimated_cost = estimate_cost(pool.config, pair, prompt_chars, params.max_tokens)
         return answer
 
     def _serving(self, pool: Pool, ranking: list[Pair], params: SamplingParams) -> list[Pair]:
@@ -282,9 +293,10 @@ class Controller:
                       [Attempt("policy", "rl", "ok", None, latency)], None, ov, None)
 
     def _candidates(self, cfg: PoolConfig, routed: RouteResult, ov: Overrides, prompt_chars: int,
-                    max_tokens: int | None) -> tuple[list[Pair], dict[Pair, float]]:
+                    max_tokens: int | None) -> list[Pair]:
         """The pairs to try, best first: the router's ranking, then the rest of the pool in its order
-        (pairs the pool no longer has are dropped), filtered by the allowed pairs and the cost budget."""
+        (pairs the pool no longer has are dropped), filtered by the allowed pairs and the cost budget (the
+        pairs' costs are estimated only when there is a budget)."""
         pool_pairs = cfg.pairs()
         in_pool = set(pool_pairs)
         ranking = list(dict.fromkeys(p for p in routed.ranking if p in in_pool))
@@ -294,14 +306,14 @@ class Controller:
             if unknown:
                 raise GatewayError(400, f"allowed_pairs not in the pool: {', '.join(unknown)}", code="unknown_pair")
             ranking = [p for p in ranking if p in ov.allowed_pairs]
-        estimates = {p: estimate_cost(cfg, p, prompt_chars, max_tokens) for p in ranking}
         if ov.max_cost is not None:
+            estimates = {p: estimate_cost(cfg, p, prompt_chars, max_tokens) for p in ranking}
             ranking = [p for p in ranking if estimates[p] <= ov.max_cost]
             if not ranking:
                 cheapest = min(estimates.values(), default=0.0)
                 raise GatewayError(400, f"no allowed pair fits max_cost {ov.max_cost:g} (cheapest estimate "
                                    f"{cheapest:.3g})", code="over_budget")
-        return ranking, estimates
+        return ranking
 
     async def _execute(self, pool: Pool, ranking: list[Pair], question: str, messages: list[dict[str, Any]],
                        params: SamplingParams, stream: bool, answer: Answer,

@@ -68,6 +68,36 @@ async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body:
     await send({"type": "http.response.body", "body": data})
 
 
+async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
+    """The whole request body, or None when the client left (or the body limit cut it off) first."""
+    raw, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        raw += message.get("body", b"")
+        more = message.get("more_body", False)
+    return raw
+
+
+class _JsonReply(Response):
+    """A JSON reply for the chat path: the body written once, the raw headers built once, two ASGI messages.
+    Why not Starlette's JSONResponse: its header set-up and checks ran on every request at load, for
+    nothing a reply built here needs."""
+
+    def __init__(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.body = json_bytes(body)
+        self.status_code = status
+        self.background = None
+        self.raw_headers = [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(self.body)).encode())]
+        self.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 class BodyLimitMiddleware:
     """413 for a request body over ``max_bytes``: at once from Content-Length, or as soon as a chunked
     body passes the limit (the rest is never read, whatever the app would have answered is dropped).
@@ -414,24 +444,28 @@ class _Gateway:
 
     # -- chat -------------------------------------------------------------------------------------
     async def chat_endpoint(self, scope: dict, receive: Callable, send: Callable) -> None:
-        """``chat`` as a bare ASGI app, for _GatewayApp's short path."""
+        """``POST /v1/chat/completions`` as a bare ASGI app, for _GatewayApp's short path."""
+        raw = await _read_body(receive)
+        if raw is None:
+            return  # the client left, or the body limit answers 413
         try:
-            response = await self.chat(Request(scope, receive))
-        except Exception:  # chat answers its own errors; this is the boundary for a bug in building the reply
+            response = await self.answer_chat(raw, scope)
+        except Exception:  # answer_chat answers its own errors; this is the boundary for a bug in building the reply
             self.log.exception("request failed", extra={"event": "request"})
             response = _error_response(500, "internal error", "server_error", None)
         await response(scope, receive, send)
 
+    async def chat(self, request: Request) -> Response:
+        """The chat route as FastAPI sees it: registered so that other methods get a 405 (POST takes the
+        short path, chat_endpoint)."""
+        return await self.answer_chat(await request.body(), request.scope)
+
     async def refuse_busy(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The AdmissionGate's 429: the body is read only to name the model kind in the metrics."""
         request_id = new_completion_id()
-        raw, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left
-            raw += message.get("body", b"")
-            more = message.get("more_body", False)
+        raw = await _read_body(receive)
+        if raw is None:
+            return  # the client left
         model = _peek_model(raw)
         kind = self.controller.kind_of(model) if model is not None else "invalid"
         err = self.admission.refusal()
@@ -448,13 +482,13 @@ class _Gateway:
         metrics.child(metrics.tokens, answer.model, "input").inc(answer.input_tokens)
         metrics.child(metrics.tokens, answer.model, "output").inc(answer.output_tokens)
 
-    async def chat(self, request: Request) -> Response:
-        """``POST /v1/chat/completions``: admission, the controller's answer, then the response (streamed or
-        whole), its log line, metrics and record."""
+    async def answer_chat(self, raw: bytes, scope: dict) -> Response:
+        """A chat request's body: admission, the controller's answer, then the response (streamed or whole),
+        its log line, metrics and record."""
         metrics, log, controller = self.metrics, self.log, self.controller
         request_id = new_completion_id()
         try:
-            req = parse_chat_request(await request.body())
+            req = parse_chat_request(raw)
         except RequestError as err:
             metrics.child(metrics.errors, "bad_request").inc()
             metrics.child(metrics.requests, "invalid", "400").inc()
@@ -466,7 +500,7 @@ class _Gateway:
         stack = contextlib.AsyncExitStack()  # the admission slot and the pool, held until the reply is sent
         try:
             atlas_field = (req.model_extra or {}).get("atlas")
-            overrides = Overrides.parse(atlas_field, atlas_headers(request.scope["headers"]))
+            overrides = Overrides.parse(atlas_field, atlas_headers(scope["headers"]))
             try:
                 await stack.enter_async_context(self.admission.slot())
             except Rejected as err:
@@ -488,7 +522,7 @@ class _Gateway:
         metrics.child(metrics.latency, kind).observe(elapsed)
         fields: dict[str, Any] = {"event": "request", "request_id": request_id, "model": req.model, "kind": kind,
                                   "status": status, "latency_ms": round(elapsed * 1000, 2), "stream": req.stream,
-                                  "key_id": request.scope.get("state", {}).get("key_id")}
+                                  "key_id": scope.get("state", {}).get("key_id")}
         if error is not None:
             metrics.child(metrics.errors, error.code or error.kind).inc()
             fields.update(error=str(error), attempts=len(error.attempts))
@@ -523,7 +557,7 @@ class _Gateway:
                     for i, c in enumerate(answer.alternatives, start=1)]
         body = completion_body(req.model, choices, answer.input_tokens, answer.output_tokens, fingerprint,
                                extra={"atlas": answer.atlas_field()}, completion_id=request_id)
-        return _json_response(body, headers=headers)
+        return _JsonReply(body, headers=headers)
 
     # -- the other endpoints ----------------------------------------------------------------------
     async def feedback(self, request: Request) -> Response:
