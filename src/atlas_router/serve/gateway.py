@@ -59,15 +59,6 @@ ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaita
 STREAM_PIECE_CHARS = 24
 
 
-async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body: dict[str, Any],
-                     headers: dict[str, str] | None = None) -> None:
-    data = json_bytes(body)
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
-
-
 async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
     """The whole request body, or None when the client left (or the body limit cut it off) first."""
     raw, more = b"", True
@@ -81,7 +72,7 @@ async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
 
 
 class _JsonReply(Response):
-    """A JSON reply for the chat path: the body written once, the raw headers built once, two ASGI messages.
+    """A JSON reply for the chat path and the middleware: the body written once, the raw headers built once, two ASGI messages.
     Why not Starlette's JSONResponse: its header set-up and checks ran on every request at load, for
     nothing a reply built here needs."""
 
@@ -94,8 +85,17 @@ class _JsonReply(Response):
         self.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await self.send_to(send)
+
+    async def send_to(self, send: Callable[[dict], Awaitable[None]]) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+async def _send_json(send: Callable[[dict], Awaitable[None]], status: int, body: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> None:
+    """A JSON reply from ASGI middleware, which has no response object to return."""
+    await _JsonReply(body, status, headers).send_to(send)
 
 
 class BodyLimitMiddleware:
