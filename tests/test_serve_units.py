@@ -1,5 +1,5 @@
 """The gateway's parts on their own: breaker state machine, admission queue, router decisions, request
-overrides, routed-question assembly."""
+overrides, routed-question assembly, JSON reads."""
 
 from __future__ import annotations
 
@@ -248,3 +248,48 @@ print("ok")
     for settle in ("1", "0"):
         out = subprocess.run([sys.executable, "-c", script, settle], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model": "atlas", "messages": [{"role": "user", "content": "hi \\u00e9 \\ud83d\\ude00"}]}',
+    b'{"seed": 123456789012345678901234567890, "n": 1}',  # past 64 bits: orjson would read a float
+    b'{"a": NaN, "b": Infinity, "c": -1e400}',  # the standard library takes these, orjson refuses them
+    b'{"a": "\\ud800", "b": "\\udc00"}',  # lone surrogates: the same
+    b'{"a": 1, "a": 2, "x": [1.5e308, -0.0, 1e-400, "\\u0000"]}',
+    b'\xff\xfe{\x00}\x00',  # UTF-16 with its byte-order mark: only the standard library reads it
+])
+def test_json_loads_reads_what_the_standard_library_reads(raw):
+    """The gateway reads upstream replies through orjson where it can: the values must be the standard
+    library's, including where orjson alone would refuse the text or read an integer as a float."""
+    import json
+    import math
+
+    from atlas_router.core.jsonio import json_loads
+
+    def same(a, b):
+        if isinstance(a, float) and math.isnan(a):
+            return isinstance(b, float) and math.isnan(b)
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and a == b and str(a) == str(b)
+
+    assert same(json_loads(raw), json.loads(raw))
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b'{"model": "atlas", "messages": [], "temperature": NaN}', "temperature: must be a finite number, not NaN"),
+    (b'{"model": "atlas", "messages": [], "top_p": 1e999}', "top_p: must be a finite number, not 1e999"),
+    (b'{"model": "a\\ud800", "messages": []}', "model: contains a lone UTF-16 surrogate"),
+    (b'[1, 2]', "request body must be a JSON object, not list"),
+    (b'{"model": "atlas",', "request body is not valid JSON"),
+])
+def test_request_body_errors_name_the_field_whichever_parser_reads_it(raw, error):
+    """The fast read (orjson) hands every body it refuses to the careful one, which names what is wrong."""
+    from atlas_router.serve.openai_schema import RequestError, parse_json_body
+
+    with pytest.raises(RequestError) as caught:
+        parse_json_body(raw)
+    assert str(caught.value).startswith(error)
+    assert parse_json_body(b'{"seed": 123456789012345678901234567890}') == {"seed": 123456789012345678901234567890}

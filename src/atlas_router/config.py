@@ -25,7 +25,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from atlas_router.errors import ConfigError
+from atlas_router.errors import ConfigError, UnknownNameError
 
 DEFAULT_POOL_PATH = Path(__file__).parent / "resources" / "default_pool.yaml"
 
@@ -282,16 +282,12 @@ class PoolConfig(BaseModel):
         return self
 
     def model(self, name: str) -> ModelSpec:
-        from atlas_router.errors import UnknownNameError
-
         for m in self.models:
             if m.name == name:
                 return m
         raise UnknownNameError(f"unknown model '{name}'; the pool has: {', '.join(m.name for m in self.models)}")
 
     def tool(self, name: str) -> ToolSpec:
-        from atlas_router.errors import UnknownNameError
-
         for t in self.tools:
             if t.name == name:
                 return t

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 
-from atlas_router.core.jsonio import json_bytes
+from atlas_router.core.jsonio import json_bytes, json_loads
 
 
 class UpstreamTimeout(Exception):
@@ -51,7 +50,7 @@ class UpstreamResponse:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return json_loads(self.content)
 
 
 def _json_payload(body: Any, headers: dict[str, str] | None) -> tuple[bytes | None, dict[str, str] | None]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from atlas_router.config import PoolConfig
 from atlas_router.routers.base import Decision, Router
+from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
 from atlas_router.serve.policy import PolicyPath
 
 PAIR_SEP = "@@"
@@ -104,8 +105,6 @@ def call_route(router: GatewayRouter, queries: list[str], alpha: float | None,
     ``tolerance`` accuracy points of the best (default 2 points), for routers that estimate per-pair
     accuracy; other routers route at ``alpha`` (their own when None). ``atlas ask`` and the gateway both
     route through here, so one question and one router give one decision."""
-    from atlas_router.routers.operating_point import DEFAULT_TOLERANCE, OperatingPoint, route_at
-
     if alpha is not None and tolerance is not None:
         raise ValueError("an operating point is a tolerance or a cost weight alpha, not both")
     if getattr(router, "estimates_accuracy", False):
