@@ -87,6 +87,8 @@ def pass_through_proxy(upstream: str):
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
+            if session:
+                await session[0].close()
             await send({"type": "lifespan.shutdown.complete"})
             return
         body = await _read_body(receive)

@@ -27,6 +27,7 @@ SCRIPTS: list[tuple[str, list[str], list[str], int]] = [
     ("routing_instructions", [], ["--decisions", "100"], 900),
     ("pair_throughput", [], ["--jobs", "256", "--repeat", "1"], 600),
     ("gateway_load", [], ["--requests", "600", "--time-cap", "10"], 900),
+    ("gateway_app_cpu", [], ["--requests", "600", "--rounds", "1"], 600),  # no floor: where the gateway's CPU goes
     ("records_load", [], ["--rows", "200000"], 900),
     ("sandbox_overhead", [], [], 600),
 ]

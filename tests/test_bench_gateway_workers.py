@@ -1,6 +1,7 @@
 """``atlas serve --workers N`` (the speed option of bench/gateway_load.py): several processes behind one port
 answer, split the admission limits between them, and refuse an overload with 429, never a 5xx. A bounded
-loopback load; no timing is asserted. Also: the bench runner refuses unknown script names."""
+loopback load; no timing is asserted. Also: the bench runner refuses unknown script names, and the
+app-only CPU bench measures both of its apps."""
 
 from __future__ import annotations
 
@@ -78,3 +79,18 @@ def test_run_all_refuses_unknown_scripts():
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--only", "nope"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "unknown bench script(s): nope" in r.stderr
+
+
+def test_gateway_app_cpu_bench_measures_both_apps_on_real_answers():
+    """bench/gateway_app_cpu.py drives the gateway app and the bare pass-through app in turns against a real
+    upstream process; it stops with an error unless every request got a 200 with a JSON body, and it ends
+    with the two apps' CPU per request (no timing is asserted, only that both were measured)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway_app_cpu.py"), "--requests", "60",
+                        "--clients", "8", "--rounds", "2", "--delay", "0.005"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rounds = [line for line in r.stdout.splitlines() if line.strip().startswith("round ")]
+    assert len(rounds) == 4 and sum("gateway" in line for line in rounds) == 2
+    summary = r.stdout.strip().splitlines()[-1]
+    assert summary.startswith("gateway app: ") and "bare pass-through app: " in summary
+    assert "Unclosed" not in r.stderr  # both apps' lifespans closed their upstream sessions
