@@ -3,15 +3,16 @@
 The upstream (a fixed-latency OpenAI-compatible app) runs in its own process, and the gateway in another
 (``atlas serve``, pool models pointing at the upstream). Each closed-loop client sends requests one after
 another. For each level it reports throughput and p50/p99 latency calling the upstream directly, then
-through the gateway (model ``atlas``: routing plus pair execution), and the latency the gateway adds. The
+through the gateway (model ``atlas``: routing plus pair execution), and the latency the gateway adds, its
+mean split between a level's first answers (one per client, on new connections) and the rest. The
 gateway admits ``--max-concurrency`` requests and queues ``--max-queue`` more: levels up to their sum are
 nominal load (no 5xx, no 429 expected); past it the excess must be refused with 429, not crash anything,
 and a refused client waits what Retry-After asks (``--ignore-retry-after``: it asks again at once). The load
 generator is an aiohttp session (``--client httpx``: httpx clients, which cost several times more CPU per
 request on the same 2 cores). Request counts and time are bounded; everything stays on 127.0.0.1. Each
-level also prints the CPU per request of the gateway, the upstream and the load generator, and how many of
-the machine's cores they kept busy together: where all three share few cores, the gateway's throughput
-is bounded by the CPU the other two leave it. Last, for reference (not binding), a bare pass-through proxy
+level also prints the CPU per request of the gateway, the upstream and the load generator, how many of
+the machine's cores they kept busy together, and how long each waited, ready to run, for a core (Linux):
+where all three share few cores, the gateway's throughput is bounded by the CPU the other two leave it. Last, for reference (not binding), a bare pass-through proxy
 on the gateway's HTTP stack is driven at 32 clients: what the stack alone costs on this machine.
 ``--profile DIR`` records the gateway under py-spy at each level and prints where its samples stop, by
 package (uvicorn, aiohttp, asyncio, our modules).
@@ -57,6 +58,11 @@ class Result:
             return float("nan")
         xs = sorted(self.latencies)
         return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    def mean(self, start: int = 0, stop: int | None = None) -> float:
+        """Mean latency of the answers completed ``start``-th to ``stop``-th (in completion order)."""
+        xs = self.latencies[start:stop]
+        return sum(xs) / len(xs) if xs else float("nan")
 
     @property
     def throughput(self) -> float:
@@ -146,30 +152,55 @@ def cpu_seconds(pid: int, children: bool = True) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
+def core_wait_seconds(pid: int, children: bool = True) -> float | None:
+    """Seconds the threads of a process (and of its children unless told not) spent ready to run but waiting
+    for a core, from Linux's /proc/PID/task/TID/schedstat; None where the kernel does not give it."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)] if children else [proc]
+    try:
+        return sum(int((task / "schedstat").read_text().split()[1])
+                   for p in procs for task in Path(f"/proc/{p.pid}/task").iterdir()) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass
 class CpuMeter:
-    """CPU used by the gateway, the upstream and this process (the load generator) over one measured run:
-    on a machine with few cores they share it, and the gateway's ratio is bounded by what is left to it."""
+    """CPU used by the gateway, the upstream and this process (the load generator) over one measured run,
+    and the time each spent waiting for a core: on a machine with few cores they share it, and the
+    gateway's ratio is bounded by what is left to it."""
 
     pids: dict[str, int]
-    start: dict[str, float] = field(default_factory=dict)
+    start: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
+    waited: dict[str, float] = field(default_factory=dict)
 
     def __enter__(self) -> "CpuMeter":
         self.start = {name: self._now(pid) for name, pid in self.pids.items()}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.used = {name: self._now(pid) - self.start[name] for name, pid in self.pids.items()}
+        for name, pid in self.pids.items():
+            (cpu0, wait0), (cpu1, wait1) = self.start[name], self._now(pid)
+            self.used[name] = cpu1 - cpu0
+            if wait0 is not None and wait1 is not None:
+                self.waited[name] = wait1 - wait0
 
     @staticmethod
-    def _now(pid: int) -> float:
-        return cpu_seconds(pid, children=pid != os.getpid())  # this process's children are the servers
+    def _now(pid: int) -> tuple[float, float | None]:
+        children = pid != os.getpid()  # this process's children are the servers
+        return cpu_seconds(pid, children), core_wait_seconds(pid, children)
 
     def line(self, label: str, requests: int, wall_s: float) -> str:
         per = ", ".join(f"{name} {s / max(1, requests) * 1000:.2f}" for name, s in self.used.items())
-        return (f"  CPU {label}: ms per request: {per}; {sum(self.used.values()) / wall_s:.2f} of "
+        text = (f"  CPU {label}: ms per request: {per}; {sum(self.used.values()) / wall_s:.2f} of "
                 f"{os.cpu_count()} cores busy")
+        if len(self.waited) == len(self.used):
+            text += "; waiting for a core, ms per request: " + ", ".join(
+                f"{name} {s / max(1, requests) * 1000:.2f}" for name, s in self.waited.items())
+        return text
 
 
 def proxy_reference(ctx, upstream_url: str, upstream_pid: int, args: argparse.Namespace) -> tuple[Result, float] | None:
@@ -297,6 +328,9 @@ def main() -> None:
                 print(f"  added by the gateway: p50 {(routed.pct(0.5) - direct.pct(0.5)) * 1000:+.1f} ms, "
                       f"p99 {(routed.pct(0.99) - direct.pct(0.99)) * 1000:+.1f} ms; throughput ratio "
                       f"{routed.throughput / direct.throughput:.2f}x of direct")
+                print(f"  mean latency added: {(routed.mean() - direct.mean()) * 1000:+.1f} ms; by the first "
+                      f"{clients} answers (new connections) {(routed.mean(0, clients) - direct.mean(0, clients)) * 1000:+.1f}"
+                      f" ms, by the rest {(routed.mean(clients) - direct.mean(clients)) * 1000:+.1f} ms")
                 print(direct_cpu.line("direct", sum(direct.statuses.values()), direct.wall_s))
                 print(gateway_cpu.line("gateway", sum(routed.statuses.values()), routed.wall_s), flush=True)
                 if spy is not None:
