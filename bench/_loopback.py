@@ -74,10 +74,10 @@ async def _send_json(send, status: int, body: bytes) -> None:
 
 
 def pass_through_proxy(upstream: str):
-    """The least a Python gateway can do on this stack: the same server (uvicorn, uvloop, httptools) and
-    upstream client (one aiohttp session) as the gateway, forwarding each POST body to the upstream's
-    ``/v1/chat/completions`` with model ``m`` and its reply back; no routing, checks, metrics or logs. A
-    reference for how much of the gateway's cost is the HTTP stack itself."""
+    """The least a Python gateway can do on this stack: the same server (uvicorn, uvloop, httptools, one write
+    per reply) and upstream client (one aiohttp session) as the gateway, forwarding each POST body to the
+    upstream's ``/v1/chat/completions`` with model ``m`` and its reply back; no routing, checks, metrics or
+    logs. A reference for how much of the gateway's cost is the HTTP stack itself."""
     import aiohttp
     import orjson
 
@@ -105,9 +105,12 @@ def pass_through_proxy(upstream: str):
 
 
 def run_proxy(port: int, upstream: str) -> None:
-    """Child process: ``pass_through_proxy`` in front of ``upstream``, on the gateway's server settings."""
+    """Child process: ``pass_through_proxy`` in front of ``upstream``, on the gateway's server settings (its
+    HTTP protocol included)."""
+    from atlas_router.cli.serve import http_protocol
+
     uvicorn.run(pass_through_proxy(upstream), host="127.0.0.1", port=port, log_level="warning", backlog=4096,
-                access_log=False, loop="auto", http="auto")
+                access_log=False, loop="auto", http=http_protocol())
 
 
 def run(coro):

@@ -338,8 +338,8 @@ def main() -> None:
             health = httpx.get(f"{gateway_url}/health", timeout=5).json()
             reference = proxy_reference(ctx, upstream_url, upstream.pid, args)
             if reference is not None:
-                print(f"reference (not binding): a bare pass-through proxy on the same stack (uvicorn, uvloop, "
-                      f"httptools, one aiohttp session; no routing, checks, metrics or logs) at 32 clients: "
+                print(f"reference (not binding): a bare pass-through proxy on the same stack (uvicorn, uvloop, httptools "
+                      f"with one write per reply, one aiohttp session; no routing, checks, metrics or logs) at 32 clients: "
                       f"{reference[0].throughput:.1f} req/s, {reference[0].throughput / runs[32][0].throughput:.2f}x "
                       f"of direct; proxy CPU {reference[1]:.2f} ms per request")
             print(f"after the run: running {health['running']}, queued {health['queued']}")

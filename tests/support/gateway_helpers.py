@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 
+from atlas_router.cli.serve import http_protocol
 from atlas_router.config import parse_pool_config
 from atlas_router.pool.pool import Pool
 from atlas_router.serve.auth import KeyRing
@@ -40,13 +41,13 @@ def http_pool(url: str, names: list[str], **kw: Any) -> Pool:
 
 @contextlib.contextmanager
 def gateway(pool: Pool | None = None, keys: KeyRing | None = None, **kw: Any) -> Iterator[str]:
-    """Serve a gateway for ``pool`` on loopback; yields its base URL. ``kw`` goes to GatewaySettings
-    (names it has) or create_gateway_app (the rest)."""
+    """Serve a gateway for ``pool`` on loopback, on the HTTP protocol ``atlas serve`` uses; yields its base
+    URL. ``kw`` goes to GatewaySettings (names it has) or create_gateway_app (the rest)."""
     fields = GatewaySettings.model_fields
     settings = GatewaySettings(**{k: v for k, v in kw.items() if k in fields})
     app_kw = {k: v for k, v in kw.items() if k not in fields}
     app = create_gateway_app(pool, settings=settings, keys=keys if keys is not None else KeyRing(), **app_kw)
-    with running_server(app) as url:
+    with running_server(app, http=http_protocol()) as url:
         yield url
 
 

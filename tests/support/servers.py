@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -18,10 +19,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(app, port: int | None = None) -> Iterator[str]:
-    """Yield the base URL (http://127.0.0.1:PORT) while the app serves; stop it afterwards."""
+def running_server(app, port: int | None = None, http: Any = "auto") -> Iterator[str]:
+    """Yield the base URL (http://127.0.0.1:PORT) while the app serves (``http``: uvicorn's protocol, or its
+    class); stop it afterwards."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -4,7 +4,8 @@ SIGTERM/SIGINT stop accepting connections and let in-flight requests finish (up 
 ``graceful_timeout_s``); SIGHUP reloads the pool file and router files without a restart (with
 ``--workers N``, uvicorn's supervisor answers SIGHUP by replacing the workers one by one).
 
-Speed: uvicorn runs on uvloop and httptools when they are installed (the ``fast`` extra), and
+Speed: uvicorn runs on uvloop and httptools when they are installed (the ``fast`` extra; each reply's
+head and body then leave in one write, serve/http_protocol.py), and
 ``--workers N`` runs N gateway processes behind one port (the kernel spreads connections over them);
 the admission limits (max_concurrency, max_queue) are split evenly between them.
 """
@@ -92,12 +93,21 @@ def worker_app():
     return app
 
 
+def http_protocol() -> Any:
+    """httptools with each reply sent in one write (serve/http_protocol.py) when installed, else uvicorn's choice."""
+    try:
+        from atlas_router.serve.http_protocol import HeadWithBodyProtocol
+    except ImportError:  # no httptools: the fast extra is not installed
+        return "auto"
+    return HeadWithBodyProtocol
+
+
 def _uvicorn_options(opts: dict[str, Any], graceful_s: float) -> dict[str, Any]:
-    """One place for the server options: no access log, a deep accept backlog, uvloop/httptools when
-    installed ('auto'), keep-alive long enough for pooled clients."""
+    """One place for the server options: no access log, a deep accept backlog, uvloop when installed
+    ('auto'), httptools sending each reply in one write, keep-alive long enough for pooled clients."""
     return dict(host=opts["host"], port=opts["port"], log_config=None, log_level=opts["log_level"],
                 access_log=False, timeout_graceful_shutdown=int(graceful_s), backlog=4096, loop="auto",
-                http="auto", timeout_keep_alive=30)
+                http=http_protocol(), timeout_keep_alive=30)
 
 
 def serve(
