@@ -108,6 +108,9 @@ class RecordingTransport:
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def is_closing(self) -> bool:
+        return self.closed
+
 
 async def test_head_and_body_reach_the_transport_in_one_write_and_nothing_is_held_for_long():
     rec = RecordingTransport()
@@ -123,3 +126,6 @@ async def test_head_and_body_reach_the_transport_in_one_write_and_nothing_is_hel
     transport.write(head)
     transport.close()  # what is held goes out before the close
     assert rec.writes[-1] == head and rec.closed and len(rec.writes) == 3
+    transport.write(head)  # the client left with a head held: it is dropped, not written to a closed socket
+    await asyncio.sleep(0)
+    assert len(rec.writes) == 3

@@ -40,10 +40,11 @@ class _HeadWithBody:
         self._transport.write(data)
 
     def flush(self) -> None:
-        """Send what is held, if anything."""
+        """Send what is held, if anything (dropped when the connection is already going: the client left)."""
         if self._held is not None:
             held, self._held = self._held, None
-            self._transport.write(held)
+            if not self._transport.is_closing():
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()
