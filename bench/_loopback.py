@@ -104,6 +104,14 @@ def pass_through_proxy(upstream: str):
     return app
 
 
+def gateway_pool(upstream: str) -> dict:
+    """The pool the gateway benches serve: one model ``m`` at ``upstream``, the ``none`` tool, no response
+    cache (every request reaches the upstream)."""
+    return {"models": [{"name": "m", "backend": "openai", "endpoint": f"{upstream}/v1", "max_concurrency": 256,
+                        "price": {"input": 0.1, "output": 0.2}, "max_retries": 0}],
+            "tools": [{"name": "none", "kind": "none"}], "cache": {"enabled": False}}
+
+
 def run_proxy(port: int, upstream: str) -> None:
     """Child process: ``pass_through_proxy`` in front of ``upstream``, on the gateway's server settings (its
     HTTP protocol included)."""

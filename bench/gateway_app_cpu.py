@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loopback import pass_through_proxy, run, upstream_process  # noqa: E402
+from _loopback import gateway_pool, pass_through_proxy, run, upstream_process  # noqa: E402
 
 
 class Lifespan:
@@ -111,10 +111,7 @@ def gateway_app(upstream: str):
     from atlas_router.serve.gateway import create_gateway_app
     from atlas_router.serve.settings import GatewaySettings
 
-    config = PoolConfig.model_validate({
-        "models": [{"name": "m", "backend": "openai", "endpoint": f"{upstream}/v1", "max_concurrency": 256,
-                    "price": {"input": 0.1, "output": 0.2}, "max_retries": 0}],
-        "tools": [{"name": "none", "kind": "none"}], "cache": {"enabled": False}})
+    config = PoolConfig.model_validate(gateway_pool(upstream))
     return create_gateway_app(Pool(config), settings=GatewaySettings(max_concurrency=64, max_queue=64),
                               keys=KeyRing(), admin_keys=KeyRing(), use_cache=False, settle_gc=True)  # as atlas serve
 

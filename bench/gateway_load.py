@@ -40,7 +40,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _loopback import free_port, run, run_proxy, run_upstream, wait_up  # noqa: E402
+from _loopback import free_port, gateway_pool, run, run_proxy, run_upstream, wait_up  # noqa: E402
 from _report import check, check_true, finish  # noqa: E402
 
 LEVELS = (1, 32, 128)
@@ -281,12 +281,7 @@ def main() -> None:
     upstream.start()
     with tempfile.TemporaryDirectory() as tmp:
         pool_file, cfg_file = Path(tmp) / "pool.yaml", Path(tmp) / "gateway.yaml"
-        pool_file.write_text(yaml.safe_dump({
-            "models": [{"name": "m", "backend": "openai", "endpoint": f"{upstream_url}/v1", "max_concurrency": 256,
-                        "price": {"input": 0.1, "output": 0.2}, "max_retries": 0}],
-            "tools": [{"name": "none", "kind": "none"}],
-            "cache": {"enabled": False},
-        }))
+        pool_file.write_text(yaml.safe_dump(gateway_pool(upstream_url)))
         cfg_file.write_text(yaml.safe_dump({"max_concurrency": args.max_concurrency, "max_queue": args.max_queue}))
         env = {k: v for k, v in os.environ.items() if k != "ATLAS_API_KEYS"}
         gateway = subprocess.Popen([sys.executable, "-m", "atlas_router", "serve", "--pool", str(pool_file),
