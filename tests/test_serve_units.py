@@ -293,3 +293,28 @@ def test_request_body_errors_name_the_field_whichever_parser_reads_it(raw, error
         parse_json_body(raw)
     assert str(caught.value).startswith(error)
     assert parse_json_body(b'{"seed": 123456789012345678901234567890}') == {"seed": 123456789012345678901234567890}
+
+
+async def test_a_json_reply_is_sent_before_its_bookkeeping_which_runs_even_if_sending_fails():
+    """The chat reply's bookkeeping (counts, record, log line) waits until the reply is out, and is not
+    lost when the client has gone and sending raises."""
+    from atlas_router.serve.gateway import _JsonReply
+
+    events: list[str] = []
+
+    async def send(message: dict) -> None:
+        events.append(message["type"])
+
+    reply = _JsonReply({"ok": True}, after=lambda: events.append("settled"))
+    await reply({"type": "http"}, None, send)
+    assert events == ["http.response.start", "http.response.body", "settled"]
+
+    events.clear()
+
+    async def broken(message: dict) -> None:
+        events.append(message["type"])
+        raise OSError("client gone")
+
+    with pytest.raises(OSError):
+        await _JsonReply({"ok": True}, after=lambda: events.append("settled"))({"type": "http"}, None, broken)
+    assert events == ["http.response.start", "settled"]

@@ -76,16 +76,22 @@ class _JsonReply(Response):
     Why not Starlette's JSONResponse: its header set-up and checks ran on every request at load, for
     nothing a reply built here needs."""
 
-    def __init__(self, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, body: Any, status: int = 200, headers: dict[str, str] | None = None,
+                 after: Callable[[], None] | None = None) -> None:
         self.body = json_bytes(body)
         self.status_code = status
         self.background = None
+        self.after = after  # the bookkeeping that can wait until the reply is out (run even if sending failed)
         self.raw_headers = [(b"content-type", b"application/json"),
                             (b"content-length", str(len(self.body)).encode())]
         self.raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        await self.send_to(send)
+        try:
+            await self.send_to(send)
+        finally:
+            if self.after is not None:
+                self.after()
 
     async def send_to(self, send: Callable[[dict], Awaitable[None]]) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -532,32 +538,35 @@ class _Gateway:
                 headers["retry-after"] = str(max(1, round(error.retry_after_s)))
             return _error_response(status, str(error), error.kind, error.code, headers, param=error.param)
         assert answer is not None
-        metrics.child(metrics.routes, answer.router or "passthrough", answer.model, answer.tool or "").inc()
-        fields.update(router=answer.router, pair_model=answer.model, pair_tool=answer.tool,
-                      attempts=len(answer.attempts), cluster=answer.explanation.get("cluster"))
         headers = {"x-request-id": request_id, **answer.headers()}
         fingerprint = self.fingerprints.of(controller.pool)
         if req.stream:
             async def done(final: Answer, failure: BaseException | None) -> None:
                 await stack.aclose()
-                self.account(final)
-                if self.sink is not None and failure is None:
-                    self.sink.answered(request_id, req, final, fields["key_id"])
-                log.info("request answered" if failure is None else "stream failed",
-                         extra={**fields, "cost": final.cost, "error": str(failure) if failure else None})
+                self.settle(request_id, req, final, fields, failure)
 
             return StreamingResponse(_sse(answer, req, request_id, fingerprint, done), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
-        self.account(answer)
-        if self.sink is not None:
-            self.sink.answered(request_id, req, answer, fields["key_id"])
-        log.info("request answered", extra={**fields, "cost": answer.cost})
         choices = [choice_body(0, answer.text, answer.finish_reason, answer.tool_calls, answer.logprobs)]
         choices += [choice_body(i, c.text, c.finish_reason, c.tool_calls, c.logprobs)
                     for i, c in enumerate(answer.alternatives, start=1)]
         body = completion_body(req.model, choices, answer.input_tokens, answer.output_tokens, fingerprint,
                                extra={"atlas": answer.atlas_field()}, completion_id=request_id)
-        return _JsonReply(body, headers=headers)
+        return _JsonReply(body, headers=headers, after=lambda: self.settle(request_id, req, answer, fields))
+
+    def settle(self, request_id: str, req: ChatRequest, answer: Answer, fields: dict[str, Any],
+               failure: BaseException | None = None) -> None:
+        """An answered request's bookkeeping, once its reply is out (why then: none of it changes the reply,
+        and the client waits less): the route, cost and token counts, its record, its log line."""
+        metrics = self.metrics
+        metrics.child(metrics.routes, answer.router or "passthrough", answer.model, answer.tool or "").inc()
+        self.account(answer)
+        if self.sink is not None and failure is None:
+            self.sink.answered(request_id, req, answer, fields["key_id"])
+        self.log.info("request answered" if failure is None else "stream failed",
+                      extra={**fields, "router": answer.router, "pair_model": answer.model, "pair_tool": answer.tool,
+                             "attempts": len(answer.attempts), "cluster": answer.explanation.get("cluster"),
+                             "cost": answer.cost, "error": str(failure) if failure else None})
 
     # -- the other endpoints ----------------------------------------------------------------------
     async def feedback(self, request: Request) -> Response:
