@@ -13,7 +13,7 @@ request on the same 2 cores). Request counts and time are bounded; everything st
 level also prints the CPU per request of the gateway, the upstream and the load generator, how many of
 the machine's cores they kept busy together, and how long each waited, ready to run, for a core (Linux):
 where all three share few cores, the gateway's throughput is bounded by the CPU the other two leave it. Last, for reference (not binding), a bare pass-through proxy
-on the gateway's HTTP stack is driven at 32 clients: what the stack alone costs on this machine.
+on the gateway's HTTP stack is driven at 1 and 32 clients: what the stack alone costs on this machine.
 ``--profile DIR`` records the gateway under py-spy at each level and prints where its samples stop, by
 package (uvicorn, aiohttp, asyncio, our modules).
 
@@ -203,10 +203,16 @@ class CpuMeter:
         return text
 
 
-def proxy_reference(ctx, upstream_url: str, upstream_pid: int, args: argparse.Namespace) -> tuple[Result, float] | None:
-    """The bare pass-through proxy (``_loopback.pass_through_proxy``) driven like the gateway at 32 clients,
-    after the gateway's levels: how close to direct the HTTP stack alone gets on this machine. Its
-    result and its CPU per request; None with --no-reference."""
+REFERENCE_LEVELS = (1, 32)
+
+
+def proxy_reference(ctx, upstream_url: str, upstream_pid: int,
+                    args: argparse.Namespace) -> dict[int, tuple[Result, float]] | None:
+    """The bare pass-through proxy (``_loopback.pass_through_proxy``) driven like the gateway at 1 client
+    (at most 500 requests: a p50 needs no more) and at 32 clients, after the gateway's levels: how close to
+    direct the HTTP stack alone gets on this machine, which is what the 1-client goal and the 32-client
+    floor leave for the gateway's own work. Per level, its result and its CPU per request; None with
+    --no-reference."""
     if args.no_reference:
         return None
     port = free_port()
@@ -216,9 +222,13 @@ def proxy_reference(ctx, upstream_url: str, upstream_pid: int, args: argparse.Na
         wait_up(f"http://127.0.0.1:{port}/v1/models", proxy.is_alive)
         url = f"http://127.0.0.1:{port}"
         run(drive(url, "atlas", 4, 40, 10, args.client))
-        with CpuMeter({"proxy": proxy.pid, "upstream": upstream_pid}) as cpu:
-            result = run(drive(url, "atlas", 32, args.requests, args.time_cap, args.client))
-        return result, cpu.used["proxy"] / max(1, sum(result.statuses.values())) * 1000
+        out: dict[int, tuple[Result, float]] = {}
+        for clients in REFERENCE_LEVELS:
+            requests = args.requests if clients > 1 else min(args.requests, 500)
+            with CpuMeter({"proxy": proxy.pid, "upstream": upstream_pid}) as cpu:
+                result = run(drive(url, "atlas", clients, requests, args.time_cap, args.client))
+            out[clients] = result, cpu.used["proxy"] / max(1, sum(result.statuses.values())) * 1000
+        return out
     finally:
         proxy.terminate()
         proxy.join(timeout=10)
@@ -333,10 +343,13 @@ def main() -> None:
             health = httpx.get(f"{gateway_url}/health", timeout=5).json()
             reference = proxy_reference(ctx, upstream_url, upstream.pid, args)
             if reference is not None:
-                print(f"reference (not binding): a bare pass-through proxy on the same stack (uvicorn, uvloop, httptools "
-                      f"with one write per reply, one aiohttp session; no routing, checks, metrics or logs) at 32 clients: "
-                      f"{reference[0].throughput:.1f} req/s, {reference[0].throughput / runs[32][0].throughput:.2f}x "
-                      f"of direct; proxy CPU {reference[1]:.2f} ms per request")
+                print("reference (not binding): a bare pass-through proxy on the same stack (uvicorn, uvloop, httptools "
+                      "with one write per reply, one aiohttp session; no routing, checks, metrics or logs):")
+                for clients, (result, cpu_ms) in reference.items():
+                    direct = runs[clients][0]
+                    print(f"  {clients} client(s): {result.throughput:.1f} req/s, {result.throughput / direct.throughput:.2f}x "
+                          f"of direct, p50 {(result.pct(0.5) - direct.pct(0.5)) * 1000:+.1f} ms; proxy CPU "
+                          f"{cpu_ms:.2f} ms per request")
             print(f"after the run: running {health['running']}, queued {health['queued']}")
             for clients, (direct, routed) in runs.items():
                 fivexx = sum(v for k, v in routed.statuses.items() if k >= 500) + sum(routed.errors.values())
