@@ -42,9 +42,20 @@ _REPLY = (b'{"id":"bench","object":"chat.completion","created":0,"model":"m","ch
           b'"usage":{"prompt_tokens":20,"completion_tokens":4,"total_tokens":24}}')
 
 
-def lean_upstream(delay_s: float = 0.02):
+#: what a hosted API behind Cloudflare sets on every reply (values made up, shapes as sent)
+HOSTED_API_COOKIES = [
+    (b"set-cookie", b"__cf_bm=Xk3r9dLq0.aZb7Vv2nM1Qp8sR4tU6wY5eH3jK9lN0oP-1733330000-1.0.1.1-AbCdEfGhIjKlMnOp"
+                    b"QrStUvWxYz0123456789; path=/; expires=Sat, 05-Dec-2099 20:30:00 GMT; HttpOnly; SameSite=None"),
+    (b"set-cookie", b"_cfuvid=Zq8w7E6r5T4y3U2i1O0p9A8s7D6f5G4h3J2k1L0-1733330000000-0.0.1.1-604800000; path=/; "
+                    b"HttpOnly; SameSite=None"),
+]
+
+
+def lean_upstream(delay_s: float = 0.02, cookies: bool = False):
     """The same replies as ``latency_upstream`` from a bare ASGI app (no framework, the body is read and
-    dropped): an upstream cheap enough that the client side is what a benchmark measures."""
+    dropped): an upstream cheap enough that the client side is what a benchmark measures. With ``cookies``,
+    every reply sets the cookies a hosted API behind Cloudflare sets."""
+    extra = HOSTED_API_COOKIES if cookies else []
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -52,7 +63,8 @@ def lean_upstream(delay_s: float = 0.02):
         await _read_body(receive)
         if scope["method"] == "POST":
             await asyncio.sleep(delay_s)
-        await _send_json(send, 200, _REPLY if scope["method"] == "POST" else b'{"object":"list","data":[{"id":"m"}]}')
+        await _send_json(send, 200, _REPLY if scope["method"] == "POST" else b'{"object":"list","data":[{"id":"m"}]}',
+                         extra)
 
     return app
 
@@ -66,10 +78,10 @@ async def _read_body(receive) -> bytes:
     return body
 
 
-async def _send_json(send, status: int, body: bytes) -> None:
+async def _send_json(send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
     """A bare ASGI app's JSON reply: one start message, one body message."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -152,9 +164,10 @@ def serve(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def run_upstream(port: int, delay: float, lean: bool = False) -> None:
-    """Child process: the fixed-latency upstream (FastAPI, or the bare ASGI one when ``lean``)."""
-    app = lean_upstream(delay) if lean else latency_upstream(delay)
+def run_upstream(port: int, delay: float, lean: bool = False, cookies: bool = False) -> None:
+    """Child process: the fixed-latency upstream (FastAPI, or the bare ASGI one when ``lean``, which sets a
+    hosted API's cookies when ``cookies``)."""
+    app = lean_upstream(delay, cookies) if lean else latency_upstream(delay)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=4096)
 
 
@@ -173,10 +186,11 @@ def wait_up(url: str, alive: Callable[[], bool], timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def upstream_process(delay_s: float, lean: bool = False) -> Iterator[str]:
+def upstream_process(delay_s: float, lean: bool = False, cookies: bool = False) -> Iterator[str]:
     """The fixed-latency upstream in its own process on a free loopback port; yields its base URL."""
     port = free_port()
-    proc = multiprocessing.get_context("spawn").Process(target=run_upstream, args=(port, delay_s, lean), daemon=True)
+    proc = multiprocessing.get_context("spawn").Process(target=run_upstream, args=(port, delay_s, lean, cookies),
+                                                        daemon=True)
     proc.start()
     url = f"http://127.0.0.1:{port}"
     try:

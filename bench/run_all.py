@@ -28,6 +28,7 @@ SCRIPTS: list[tuple[str, list[str], list[str], int]] = [
     ("pair_throughput", [], ["--jobs", "256", "--repeat", "1"], 600),
     ("gateway_load", [], ["--requests", "600", "--time-cap", "10"], 900),
     ("gateway_app_cpu", [], ["--requests", "600", "--rounds", "1"], 600),  # no floor: where the gateway's CPU goes
+    ("upstream_cookies", [], ["--calls", "300", "--rounds", "1"], 600),  # no floor: why the pool's client keeps no cookies
     ("records_load", [], ["--rows", "200000"], 900),
     ("sandbox_overhead", [], [], 600),
 ]

@@ -94,3 +94,18 @@ def test_gateway_app_cpu_bench_measures_both_apps_on_real_answers():
     summary = r.stdout.strip().splitlines()[-1]
     assert summary.startswith("gateway app: ") and "bare pass-through app: " in summary
     assert "Unclosed" not in r.stderr  # both apps' lifespans closed their upstream sessions
+
+
+def test_upstream_cookies_bench_sees_the_cookies_only_the_default_session_keeps():
+    """bench/upstream_cookies.py calls a cookie-setting upstream with the pool's client and a default
+    aiohttp session: the default one keeps the upstream's two cookies, the pool's none (no timing asserted)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "upstream_cookies.py"), "--calls", "40",
+                        "--concurrency", "4", "--rounds", "1", "--delay", "0.002"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with_cookies = [line for line in r.stdout.splitlines() if "sets 2 cookies" in line]
+    assert len(with_cookies) == 2
+    assert "pool upstream client" in with_cookies[0] and with_cookies[0].endswith("cookies kept 0")
+    assert "default aiohttp session" in with_cookies[1] and with_cookies[1].endswith("cookies kept 2")
+    assert r.stdout.strip().splitlines()[-1].startswith("with cookies, the default session costs ")
+    assert "Unclosed" not in r.stderr

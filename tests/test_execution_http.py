@@ -263,3 +263,35 @@ def test_model_calls_trust_the_certificates_the_environment_names(monkeypatch):
     assert asyncio.run(call(trust=True)) == "Final answer: over TLS"
     with pytest.raises(Exception, match="(?i)certificate"):
         asyncio.run(call(trust=False))
+
+
+def test_model_calls_keep_no_cookies_an_upstream_sets():
+    """Hosted APIs set cookies on every reply; the pool's shared client must neither keep them nor send
+    them with later calls (they would travel with every user's request, and cost CPU on each)."""
+    seen: list[str | None] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        from fastapi.responses import JSONResponse
+
+        seen.append(request.headers.get("cookie"))
+        reply = JSONResponse({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "42"},
+                                           "finish_reason": "stop"}],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+        reply.set_cookie("__cf_bm", "abc123", httponly=True)
+        return reply
+
+    with running_server(app) as url:
+        host_url = url.replace("127.0.0.1", "localhost")  # a cookie jar would keep a named host's cookies
+        pool = http_pool(host_url, ["m"], retries=0)
+
+        async def go():
+            records = await run_pairs(pool, [PairJob("m", "none", f"q{i}") for i in range(3)], concurrency=1)
+            await pool.aclose()
+            return records
+
+        records = asyncio.run(go())
+    assert all(r.error is None and r.answer == "42" for r in records)
+    assert seen == [None, None, None]

@@ -97,7 +97,10 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class Upstream:
-    """Keep-alive connections to one origin (no cap on their number: the models' semaphores bound it)."""
+    """Keep-alive connections to one origin (no cap on their number: the models' semaphores bound it), and
+    no cookies: hosted APIs set bot-management cookies on every reply, and a cookie jar would keep them,
+    parse each reply's and send them with every later call, whoever it is for (1.7x the client's CPU per
+    call on such an upstream, ``bench/upstream_cookies.py``); no OpenAI-compatible API needs them."""
 
     def __init__(self, url: str = "") -> None:
         self.proxy = env_proxy(url) if url else None
@@ -109,7 +112,8 @@ class Upstream:
         if self.is_closed:
             raise UpstreamUnreachable("the shared client of this upstream is closed")
         if self._session is None:  # made in the loop that uses it (aiohttp binds a session to one loop)
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()))
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=_tls_context()),
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def request(self, method: str, url: str, *, json_body: Any = None, headers: dict[str, str] | None = None,
