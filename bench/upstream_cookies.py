@@ -28,6 +28,7 @@ from _loopback import run, upstream_process  # noqa: E402
 
 MESSAGE = {"model": "m", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
 BODY = orjson.dumps(MESSAGE)  # what the default session sends: the same bytes
+OURS, DEFAULT = "pool upstream client (no cookie jar)", "default aiohttp session (cookie jar)"
 
 
 async def cpu_per_call(call: Callable[[], Awaitable[int]], calls: int, concurrency: int) -> float:
@@ -65,7 +66,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, tuple[float, 
             await r.read()
             return r.status
 
-    clients = {"pool upstream client (no cookie jar)": ours_call, "default aiohttp session (cookie jar)": default_call}
+    clients = {OURS: ours_call, DEFAULT: default_call}
     for call in clients.values():
         await cpu_per_call(call, 100, args.concurrency)  # warm-up: connections, first cookies
     best: dict[str, float] = {}
@@ -73,8 +74,7 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, tuple[float, 
         for name, call in clients.items():
             us = await cpu_per_call(call, args.calls, args.concurrency)
             best[name] = min(us, best.get(name, us))
-    kept = {"pool upstream client (no cookie jar)": len(ours._open().cookie_jar),
-            "default aiohttp session (cookie jar)": len(default.cookie_jar)}
+    kept = {OURS: len(ours._open().cookie_jar), DEFAULT: len(default.cookie_jar)}
     await ours.aclose()
     await default.close()
     return {name: (best[name], kept[name]) for name in clients}
@@ -92,14 +92,15 @@ def main() -> None:
         with upstream_process(args.delay, lean=True, cookies=cookies) as base:
             url = base.replace("127.0.0.1", "localhost")
             results[cookies] = run(measure(url, args))
-    print(f"CPU per call of this process at {args.concurrency} concurrent calls (best of {args.rounds} rounds, in turns):")
+    print(f"CPU per call of this process at {args.concurrency} concurrent calls "
+          f"(best of {args.rounds} rounds, in turns):")
     for cookies, by_client in results.items():
         label = "upstream sets 2 cookies per reply" if cookies else "upstream sets no cookie (reference)"
         for name, (us, kept) in by_client.items():
             print(f"  {label:<36} {name:<38} {us:7.1f} us, cookies kept {kept}")
-    ours, default = (results[True][n][0] for n in results[True])
-    print(f"with cookies, the default session costs {default / ours:.2f}x the pool's client per call; "
-          f"without, {results[False]['default aiohttp session (cookie jar)'][0] / results[False]['pool upstream client (no cookie jar)'][0]:.2f}x")
+    ratio = {cookies: by_client[DEFAULT][0] / by_client[OURS][0] for cookies, by_client in results.items()}
+    print(f"with cookies, the default session costs {ratio[True]:.2f}x the pool's client per call; "
+          f"without, {ratio[False]:.2f}x")
 
 
 if __name__ == "__main__":
