@@ -482,12 +482,6 @@ class _Gateway:
         await _send_json(send, 429, error_body(str(err), kind="rate_limit_error", code="gateway_busy"),
                          {"x-request-id": request_id, "retry-after": str(max(1, round(err.retry_after_s)))})
 
-    def account(self, answer: Answer) -> None:
-        metrics = self.metrics
-        metrics.child(metrics.cost, answer.model, answer.tool or "").inc(answer.cost)
-        metrics.child(metrics.tokens, answer.model, "input").inc(answer.input_tokens)
-        metrics.child(metrics.tokens, answer.model, "output").inc(answer.output_tokens)
-
     async def answer_chat(self, raw: bytes, scope: dict) -> Response:
         """A chat request's body: admission, the controller's answer, then the response (streamed or whole),
         its log line, metrics and record."""
@@ -560,7 +554,9 @@ class _Gateway:
         and the client waits less): the route, cost and token counts, its record, its log line."""
         metrics = self.metrics
         metrics.child(metrics.routes, answer.router or "passthrough", answer.model, answer.tool or "").inc()
-        self.account(answer)
+        metrics.child(metrics.cost, answer.model, answer.tool or "").inc(answer.cost)
+        metrics.child(metrics.tokens, answer.model, "input").inc(answer.input_tokens)
+        metrics.child(metrics.tokens, answer.model, "output").inc(answer.output_tokens)
         if self.sink is not None and failure is None:
             self.sink.answered(request_id, req, answer, fields["key_id"])
         self.log.info("request answered" if failure is None else "stream failed",
